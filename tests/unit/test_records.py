@@ -1,0 +1,135 @@
+"""Records and the codec: what producers may send, what consumers get, and how bad bytes fail."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+
+import pytest
+
+from pipeline import codec
+from pipeline.errors import DecodeError
+from pipeline.records import (
+    SCHEMA_VERSION,
+    AdjudicationRequest,
+    DeadLetter,
+    Label,
+    Post,
+    Record,
+    Verdict,
+    verdict_id,
+)
+from tests.samples import sample_records
+
+
+@pytest.mark.parametrize("record", sample_records(), ids=lambda r: type(r).__name__)
+def test_every_record_round_trips_through_the_codec(record: Record) -> None:
+    data = codec.encode(record)
+    assert codec.decode(data, type(record)) == record
+    assert codec.loads(data)["schema_version"] == SCHEMA_VERSION
+
+
+def test_post_minimal_form_is_just_id_and_text() -> None:
+    post = codec.decode(b'{"id": "p1", "text": "hello"}', Post)
+    assert post == Post(id="p1", text="hello")
+    assert post.schema_version == SCHEMA_VERSION
+
+
+def test_post_keeps_unknown_fields_in_meta_and_never_crashes() -> None:
+    post = codec.decode(b'{"id": "p1", "text": "hi", "author": "ann", "meta": {"thread": 7}}', Post)
+    assert post.meta == {"author": "ann", "thread": 7}
+
+
+def test_numeric_post_id_becomes_a_string() -> None:
+    assert codec.decode(b'{"id": 42, "text": "hi"}', Post).id == "42"
+
+
+def test_created_at_accepts_iso_8601_and_is_encoded_in_utc() -> None:
+    post = codec.decode(b'{"id": "p", "text": "t", "created_at": "2026-11-24T10:00:00+01:00"}', Post)
+    assert post.created_at == datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+    assert b'"created_at":"2026-11-24T09:00:00Z"' in codec.encode(post)
+
+
+def test_naive_created_at_is_taken_as_utc() -> None:
+    post = codec.decode(b'{"id": "p", "text": "t", "created_at": "2026-11-24T09:00:00"}', Post)
+    assert post.created_at == datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"\xff\xfe\x00garbage", "invalid_utf8"),
+        (b'{"id": "p1", "text": "caf\xe9"}', "invalid_utf8"),
+        (b"{not json", "invalid_json"),
+        (b"", "invalid_json"),
+        (b'["id", "text"]', "not_an_object"),
+        (b'"just a string"', "not_an_object"),
+        (b'{"text": "no id"}', "invalid_record"),
+        (b'{"id": "p1"}', "invalid_record"),
+        (b'{"id": "", "text": "empty id"}', "invalid_record"),
+        (b'{"id": "p1", "text": 12}', "invalid_record"),
+        (b'{"id": "p1", "text": "   "}', "empty_text"),
+        (b'{"id": "p1", "text": "' + b"x" * 100 + b'"}', "too_large"),
+    ],
+)
+def test_malformed_bytes_fail_with_a_typed_reason(raw: bytes, reason: str) -> None:
+    with pytest.raises(DecodeError) as info:
+        codec.decode(raw, Post, context={"max_text_bytes": 64})
+    assert info.value.reason == reason
+    assert str(info.value)  # a human-readable message for the dead letter
+
+
+def test_text_size_limit_counts_utf8_bytes_not_characters() -> None:
+    text = "é" * 40  # 40 characters, 80 bytes
+    with pytest.raises(DecodeError) as info:
+        codec.decode(codec.dumps({"id": "p", "text": text}), Post, context={"max_text_bytes": 64})
+    assert info.value.reason == "too_large"
+
+
+def test_verdict_rejects_probabilities_outside_zero_one() -> None:
+    good = codec.loads(codec.encode(sample_records()[1]))
+    good["scores"] = {"spam": 1.5}
+    with pytest.raises(DecodeError) as info:
+        codec.decode(codec.dumps(good), Verdict)
+    assert "scores.spam" in str(info.value)
+
+
+def test_label_needs_a_label() -> None:
+    with pytest.raises(DecodeError):
+        codec.decode(b'{"post_id": "p", "text": "t", "source": "human"}', Label)
+
+
+def test_verdict_id_is_deterministic_per_post_and_policy_version() -> None:
+    assert verdict_id("p1", "abc") == verdict_id("p1", "abc")
+    assert verdict_id("p1", "abc") != verdict_id("p1", "abd")
+    assert verdict_id("p1", "abc") != verdict_id("p2", "abc")
+    # The separator keeps ("a", "bc") and ("ab", "c") apart.
+    assert verdict_id("a", "bc") != verdict_id("ab", "c")
+
+
+def test_dead_letter_keeps_utf8_originals_as_text() -> None:
+    dl = DeadLetter.of(b'{"oops', stage="classify.decode", error=ValueError("bad"), reason="invalid_json",
+                       key=b"p1", topic="posts", partition=2, offset=17)
+    assert (dl.original, dl.original_encoding) == ('{"oops', "utf-8")
+    assert (dl.stage, dl.error_type, dl.reason, dl.message) == ("classify.decode", "ValueError", "invalid_json", "bad")
+    assert (dl.original_key, dl.source_topic, dl.source_partition, dl.source_offset) == ("p1", "posts", 2, 17)
+
+
+def test_dead_letter_keeps_non_utf8_originals_byte_exact_as_base64() -> None:
+    raw = b"\x00\xff\xfe binary"
+    dl = DeadLetter.of(raw, stage="classify.decode", error=ValueError("x"), reason="invalid_utf8")
+    assert dl.original_encoding == "base64"
+    assert base64.b64decode(dl.original) == raw
+    assert codec.decode(codec.encode(dl), DeadLetter).original_bytes() == raw
+
+
+def test_records_ignore_unknown_fields_from_newer_producers() -> None:
+    data = codec.loads(codec.encode(sample_records()[2]))
+    data["added_in_v2"] = True
+    assert isinstance(codec.decode(codec.dumps(data), AdjudicationRequest), AdjudicationRequest)
+
+
+def test_records_are_frozen() -> None:
+    post = Post(id="p", text="t")
+    with pytest.raises(ValueError, match="frozen"):
+        post.text = "changed"  # type: ignore[misc]
