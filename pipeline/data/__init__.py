@@ -1,0 +1,1 @@
+"""Bundled demo data: the synthetic labelled seed corpus and the unlabelled demo post stream."""

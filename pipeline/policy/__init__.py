@@ -1,0 +1,52 @@
+"""Policies (DESIGN.md, "Policies"): the YAML ops edit, and the pure decision it drives.
+
+    model   the schema: Policy and its sections, frozen, unknown keys rejected, ``version`` = content hash
+    load    YAML text/file -> Policy, or PolicyError with one issue per problem (file:line: field: fix)
+    decide  scores + Policy -> Outcome (allow / block / review / escalate); best_guess for the fallback
+    store   PolicyStore: the policy in force for a file, hot-reloaded, swapped atomically
+    check   `modcascade policy check`: validate files and directories
+"""
+
+from pipeline.policy.check import check_file, check_files, check_paths, run_check
+from pipeline.policy.decide import ALLOW, Outcome, OutcomeKind, best_guess, decide
+from pipeline.policy.load import load_policy, parse_policy
+from pipeline.policy.model import (
+    Action,
+    Adjudication,
+    Band,
+    BandRule,
+    EscalationBudget,
+    Fallback,
+    FrontierPrices,
+    ModelRef,
+    Policy,
+    Prices,
+    Taxonomy,
+)
+from pipeline.policy.store import PolicyStore
+
+__all__ = [
+    "ALLOW",
+    "Action",
+    "Adjudication",
+    "Band",
+    "BandRule",
+    "EscalationBudget",
+    "Fallback",
+    "FrontierPrices",
+    "ModelRef",
+    "Outcome",
+    "OutcomeKind",
+    "Policy",
+    "PolicyStore",
+    "Prices",
+    "Taxonomy",
+    "best_guess",
+    "check_file",
+    "check_files",
+    "check_paths",
+    "decide",
+    "load_policy",
+    "parse_policy",
+    "run_check",
+]
