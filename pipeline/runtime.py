@@ -1,0 +1,169 @@
+"""Async shells behind the CLI: bring up Kafka (embedded or configured), produce, tail, the main job.
+
+Everything here is orchestration; the logic lives in the library modules it calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TextIO
+
+from rich.console import Console
+from rich.table import Table
+
+from pipeline import codec
+from pipeline.kafka.broker import EmbeddedBroker
+from pipeline.kafka.clients import make_consumer, make_producer, start_client
+from pipeline.kafka.topics import ensure_topics
+from pipeline.settings import Settings, load_settings
+
+SAMPLE_POSTS = Path(__file__).parent / "data" / "sample_posts.jsonl"
+
+
+@contextlib.asynccontextmanager
+async def kafka_up(settings: Settings, console: Console | None = None) -> AsyncIterator[Settings]:
+    """Yield once a broker is reachable with the topics created: the configured Kafka, or an embedded
+    broker started here (and stopped on exit; its memory storage goes with it)."""
+    broker: EmbeddedBroker | None = None
+    if settings.uses_embedded_broker:
+        broker = EmbeddedBroker.from_settings(settings.broker)
+        await asyncio.to_thread(broker.start)
+        if console:
+            console.print(f"embedded Kafka-compatible broker (tansu) listening on [bold]{broker.bootstrap}[/]")
+    try:
+        await ensure_topics(settings)
+        yield settings
+    finally:
+        if broker is not None:
+            await asyncio.to_thread(broker.stop)
+
+
+async def serve_broker(console: Console, *, probe: bool) -> None:
+    settings = load_settings()
+    async with kafka_up(settings, console):
+        console.print("topics: " + ", ".join(settings.topics.all().values()))
+        if probe:
+            from pipeline.kafka.probe import probe_features
+
+            for name, result in (await probe_features(settings)).items():
+                mark = "[green]yes[/]" if result.supported else "[red]no[/]"
+                console.print(f"  {name:<24} {mark}  {result.detail}")
+        if settings.uses_embedded_broker:
+            console.print("Ctrl-C to stop.")
+            await asyncio.Event().wait()
+
+
+async def produce_file(file: Path, topic: str | None) -> int:
+    """Publish each non-blank line of a JSONL file as it is; the key is the post id when readable."""
+    settings = load_settings()
+    target = _topic(settings, topic or "posts")
+    producer = make_producer(settings)
+    await start_client(producer, settings, "producer")
+    count = 0
+    try:
+        sends = []
+        with file.open("rb") as fh:
+            for line in fh:
+                value = line.rstrip(b"\r\n")
+                if not value.strip():
+                    continue
+                sends.append(await producer.send(target, value, key=_key_of(value)))
+                count += 1
+        await asyncio.gather(*sends)
+    finally:
+        await producer.stop()
+    return count
+
+
+async def tail_topic(topic: str, *, limit: int | None, follow: bool, out: TextIO) -> None:
+    """Print records from the beginning of a topic, one per line; stop when idle unless ``follow``."""
+    settings = load_settings()
+    consumer = make_consumer(settings, _topic(settings, topic), group_id=None)
+    await start_client(consumer, settings, "consumer")
+    shown = 0
+    try:
+        idle_since = time.monotonic()
+        while limit is None or shown < limit:
+            batches = await consumer.getmany(timeout_ms=500)
+            if not batches:
+                if not follow and time.monotonic() - idle_since > 2.0:
+                    break
+                continue
+            idle_since = time.monotonic()
+            for records in batches.values():
+                for msg in records:
+                    out.write((msg.value or b"").decode("utf-8", "replace") + "\n")
+                    shown += 1
+    finally:
+        await consumer.stop()
+
+
+async def run_main_job(console: Console) -> None:
+    """Foundation main job: broker → topics → sample posts → echo worker (intake, dead letters) → summary."""
+    from pipeline.policy import load_policy
+    from workers.echo import echo
+
+    settings = load_settings()
+    policy = load_policy(settings.policy_path)
+    console.print(f"policy [bold]{policy.name}[/] version {policy.version} ({settings.policy_path})")
+    async with kafka_up(settings, console):
+        topics = settings.topics.all()
+        produced = await produce_file(SAMPLE_POSTS, "posts")
+        console.print(f"published {produced} sample records to [bold]{topics['posts']}[/]")
+        consumer = make_consumer(settings, topics["posts"], group_id="modcascade-echo")
+        producer = make_producer(settings)
+        await start_client(consumer, settings, "echo consumer")
+        try:
+            await start_client(producer, settings, "echo producer")
+        except BaseException:
+            await consumer.stop()
+            raise
+        try:
+            report = await echo(consumer, producer, dead_letter_topic=topics["dead_letter"],
+                                max_text_bytes=settings.max_text_bytes, expected=produced)
+        finally:
+            await consumer.stop()
+            await producer.stop()
+        _print_report(console, report, topics)
+
+
+def _print_report(console: Console, report: object, topics: dict[str, str]) -> None:
+    from workers.echo import EchoReport
+
+    assert isinstance(report, EchoReport)
+    table = Table(title=f"first posts read back from '{topics['posts']}'")
+    table.add_column("id")
+    table.add_column("text")
+    for post in report.posts[:8]:
+        table.add_row(post.id, post.text if len(post.text) <= 70 else post.text[:67] + "...")
+    console.print(table)
+    dl = Table(title=f"dead letters published to '{topics['dead_letter']}'")
+    for col in ("offset", "reason", "message"):
+        dl.add_column(col)
+    for d in report.dead_letters:
+        dl.add_row(str(d.source_offset), d.reason, d.message[:80])
+    console.print(dl)
+    rate = report.total / report.seconds if report.seconds else 0.0
+    console.print(f"{report.total} records in {report.seconds:.2f} s ({rate:,.0f}/s): {len(report.posts)} valid posts, "
+                  f"{len(report.dead_letters)} dead letters {dict(report.reasons())}")
+    console.print("Next stages add the classifier, verdicts and adjudication to this path (see README, Roadmap).")
+
+
+def _topic(settings: Settings, name: str) -> str:
+    """Accept a role ('posts', 'dead-letter') or a full topic name."""
+    roles = settings.topics.all()
+    return roles.get(name.replace("-", "_"), name)
+
+
+def _key_of(value: bytes) -> bytes | None:
+    try:
+        obj = codec.loads(value)
+    except Exception:  # an unreadable line is still published; the worker dead-letters it
+        return None
+    if isinstance(obj, dict) and isinstance(obj.get("id"), str | int):
+        return str(obj["id"]).encode()
+    return None
