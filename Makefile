@@ -13,7 +13,7 @@ comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-unit bench lint typecheck schemas clean
+.PHONY: install run test test-unit lint schemas clean
 
 install: $(STAMP)
 
@@ -32,9 +32,6 @@ test: install
 
 test-unit: install
 	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
-
-bench: install
-	$(BIN)/modcascade bench
 
 lint: install
 	$(BIN)/ruff check pipeline workers tests
