@@ -7,6 +7,7 @@ problem and the fix, with exit code 2; anything else is a bug and keeps its trac
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -111,13 +112,23 @@ def run() -> None:
     asyncio.run(run_main_job(console))
 
 
+def _configure_logging() -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s",
+                        handlers=[RichHandler(console=err_console, show_path=False, show_time=False)])
+    # aiokafka warns on every rebalance and failed optional request; for a person at a terminal that is noise.
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+
+
 def main() -> None:
+    _configure_logging()
     try:
         app()
     except ModcascadeError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, or SIGTERM via runtime.stop_on_sigterm
         sys.exit(130)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -42,7 +43,16 @@ async def kafka_up(settings: Settings, console: Console | None = None) -> AsyncI
             await asyncio.to_thread(broker.stop)
 
 
+def stop_on_sigterm() -> None:
+    """Make SIGTERM cancel the running main task, like Ctrl-C does, so cleanup (stopping an embedded
+    broker, closing clients) runs instead of the process dying with children left behind."""
+    task = asyncio.current_task()
+    if task is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+
+
 async def serve_broker(console: Console, *, probe: bool) -> None:
+    stop_on_sigterm()
     settings = load_settings()
     async with kafka_up(settings, console):
         console.print("topics: " + ", ".join(settings.topics.all().values()))
@@ -107,6 +117,7 @@ async def run_main_job(console: Console) -> None:
     from pipeline.policy import load_policy
     from workers.echo import echo
 
+    stop_on_sigterm()
     settings = load_settings()
     policy = load_policy(settings.policy_path)
     console.print(f"policy [bold]{policy.name}[/] version {policy.version} ({settings.policy_path})")
