@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml deploy/overrides.txt
 run: install
 	$(BIN)/modcascade run
 
-test: install
+test: install lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-unit: install
