@@ -13,7 +13,10 @@ Every error the library raises on purpose derives from :class:`ModcascadeError`.
     ├── DecisionError               scores do not fit the policy taxonomy (missing category, NaN, ...)
     ├── BrokerError                 the Kafka broker cannot be reached, started, or refused an operation
     │   └── EmbeddedBrokerError     the bundled tansu broker failed to start or stop
-    └── BackendError                a model or frontier backend failed (later issues subclass it)
+    └── BackendError                a model or frontier backend failed
+        ├── BackendUnavailable      the model server cannot be reached / is not healthy (retryable)
+        ├── ModelMismatchError      the server serves another model, or its labels do not fit the policy
+        └── InvalidInputError       the texts handed to a classifier are unusable (e.g. empty)
 
 Per-record failures in a stream are *data*, not exceptions: a :class:`DecodeError` is caught by the
 stage that decodes and turned into a DeadLetter record; the stream goes on.
@@ -89,3 +92,15 @@ class EmbeddedBrokerError(BrokerError):
 
 class BackendError(ModcascadeError):
     """A model or frontier backend failed."""
+
+
+class BackendUnavailable(BackendError):
+    """The model server cannot be reached or is not healthy. Workers retry with backoff on this one."""
+
+
+class ModelMismatchError(BackendError):
+    """The model served is not the one configured, or its labels do not map onto the policy taxonomy."""
+
+
+class InvalidInputError(BackendError):
+    """The input handed to a backend is unusable (for example an empty text)."""
