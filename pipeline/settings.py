@@ -93,6 +93,21 @@ class BrokerSettings(BaseSettings):
     startup_timeout_s: float = Field(default=15.0, gt=0)
 
 
+class ModelSettings(BaseSettings):
+    """The small classifier: which model, which backend, where its server is."""
+
+    model_config = _config("MODCASCADE_MODEL_")
+
+    dir: Path = Field(default=Path("models/current"), description="model directory (HF format + model_card.json)")
+    backend: Literal["vllm-http", "vllm-local", "transformers"] = "vllm-http"
+    server_url: str = Field(default="http://127.0.0.1:8000", description="vLLM OpenAI-compatible server")
+    max_length: int = Field(default=128, ge=8, description="tokens per post; longer posts keep their first tokens")
+    batch_size: int = Field(default=64, ge=1, description="posts per classifier call")
+    timeout_s: float = Field(default=30.0, gt=0, description="one classifier call")
+    retries: int = Field(default=4, ge=0, description="attempts after the first on a failed call")
+    threads: int | None = Field(default=None, ge=1, description="torch threads for in-process backends")
+
+
 class Settings(BaseSettings):
     """All settings, grouped. Build with :func:`load_settings` to get the unknown-variable check."""
 
@@ -101,6 +116,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     topics: TopicNames = Field(default_factory=TopicNames)
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
 
     policy_path: Path = Field(default=Path("policies/default.yaml"), description="policy YAML the workers use")
     metrics_port: int = Field(default=9464, ge=0, le=65535, description="Prometheus endpoint; 0 = off")
@@ -131,14 +147,18 @@ class Settings(BaseSettings):
         return self.model_dump(mode="json")
 
 
+_GROUPS = frozenset({"kafka", "topics", "broker", "model"})
+_GROUP_CLASSES: tuple[type[BaseSettings], ...] = (Settings, KafkaSettings, TopicNames, BrokerSettings, ModelSettings)
+
+
 def _known_env_names() -> set[str]:
     names: set[str] = set()
-    for group in (Settings, KafkaSettings, TopicNames, BrokerSettings):
+    for group in _GROUP_CLASSES:
         prefix = str(group.model_config.get("env_prefix", ""))
         for name, field in group.model_fields.items():
             if isinstance(field.validation_alias, AliasChoices):
                 names.update(str(c).upper() for c in field.validation_alias.choices)
-            elif group is Settings and name in {"kafka", "topics", "broker"}:
+            elif group is Settings and name in _GROUPS:
                 continue
             else:
                 names.add((prefix + name).upper())
@@ -172,5 +192,5 @@ def load_settings() -> Settings:
 
 _GROUP_PREFIX = {
     group.__name__: str(group.model_config.get("env_prefix", ""))
-    for group in (Settings, KafkaSettings, TopicNames, BrokerSettings)
+    for group in _GROUP_CLASSES
 }
