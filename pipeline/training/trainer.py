@@ -1,0 +1,148 @@
+"""The one training loop: fine-tune a BERT encoder as ``BertForSequenceClassification`` on labelled posts.
+
+``train`` splits the examples (stratified, seeded), fine-tunes with the transformers ``Trainer`` using a
+class-weighted cross-entropy, evaluates macro-F1 on the validation split every epoch, stops early when it
+stops improving, reloads the best epoch and saves model + tokenizer with ``id2label`` / ``label2id`` so
+both Hugging Face and vLLM's pooling runner read the label names.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    EarlyStoppingCallback,
+    EvalPrediction,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+
+from pipeline.errors import ConfigError
+from pipeline.training.config import ARCHITECTURE, TrainConfig, TrainResult, class_weights
+from pipeline.training.data import Example, check_labels, data_hash, split
+from pipeline.training.metrics import evaluate, macro_f1
+
+__all__ = ["ARCHITECTURE", "TrainConfig", "TrainResult", "train"]
+
+_CHECKPOINTS = ".checkpoints"  # scratch folder inside out_dir, removed after training
+
+
+def _encode(examples: Sequence[Example], label2id: dict[str, int], tokenizer: PreTrainedTokenizerBase,
+            max_length: int) -> list[dict[str, Any]]:
+    encoded = tokenizer([e.text for e in examples], truncation=True, max_length=max_length)
+    return [
+        {"input_ids": encoded["input_ids"][i], "attention_mask": encoded["attention_mask"][i],
+         "labels": label2id[e.label]}
+        for i, e in enumerate(examples)
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class _WeightedLoss:
+    """Cross-entropy with fixed class weights (``None``: plain cross-entropy); the Trainer's loss hook."""
+
+    weights: torch.Tensor | None
+
+    def __call__(self, outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
+        logits = outputs.logits
+        weight = None if self.weights is None else self.weights.to(logits.device)
+        return torch.nn.functional.cross_entropy(logits, labels, weight=weight)
+
+
+def train(config: TrainConfig, examples: Sequence[Example], out_dir: str | Path, progress: bool = True) -> TrainResult:
+    """Fine-tune ``config.base_model`` on ``examples`` and save the best epoch's model to ``out_dir``."""
+    started = time.perf_counter()
+    out = Path(out_dir)
+    if not (config.base_model / "config.json").is_file():
+        raise ConfigError(f"TrainConfig.base_model: {config.base_model} has no config.json: point it at a "
+                          "Hugging Face model folder")
+    counts = check_labels(examples, min_per_label=config.min_per_label)
+    labels = tuple(sorted(counts))
+    label2id = {name: i for i, name in enumerate(labels)}
+    train_rows, val_rows = split(examples, config.val_fraction, config.seed)
+
+    previous_threads = torch.get_num_threads()
+    if config.num_threads is not None:
+        torch.set_num_threads(config.num_threads)
+    try:
+        set_seed(config.seed)  # before loading: the new classifier head is initialised randomly
+        tokenizer = AutoTokenizer.from_pretrained(config.base_model)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            config.base_model, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label2id)
+        model.config.architectures = [ARCHITECTURE]
+        weights = (class_weights([label2id[e.label] for e in train_rows], len(labels))
+                   if config.class_weighting else None)
+        args = TrainingArguments(
+            output_dir=str(out / _CHECKPOINTS),
+            num_train_epochs=config.epochs,
+            per_device_train_batch_size=config.batch_size,
+            per_device_eval_batch_size=config.batch_size * 2,
+            learning_rate=config.learning_rate,
+            seed=config.seed,
+            eval_strategy="epoch",
+            save_strategy="epoch",
+            save_only_model=True,
+            save_total_limit=config.early_stopping_patience + 1,
+            load_best_model_at_end=True,
+            metric_for_best_model="macro_f1",
+            greater_is_better=True,
+            logging_strategy="epoch",
+            report_to="none",
+            disable_tqdm=not progress,
+            dataloader_pin_memory=False,
+        )
+        trainer = Trainer(
+            model=model,
+            args=args,
+            train_dataset=_encode(train_rows, label2id, tokenizer, config.max_length),
+            eval_dataset=_encode(val_rows, label2id, tokenizer, config.max_length),
+            data_collator=DataCollatorWithPadding(tokenizer),
+            processing_class=tokenizer,
+            compute_metrics=lambda p: _eval_metrics(p, len(labels)),
+            callbacks=[EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)],
+            compute_loss_func=_WeightedLoss(None if weights is None else torch.tensor(weights, dtype=torch.float32)),
+        )
+        trainer.train()
+        prediction = trainer.predict(trainer.eval_dataset)
+        logits = np.asarray(prediction.predictions)
+        probs = torch.softmax(torch.from_numpy(logits).double(), dim=-1).numpy()
+        validation = evaluate(probs, [label2id[e.label] for e in val_rows], labels)
+        trainer.save_model(str(out))
+        (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; the model card records the settings
+        best_epoch = _best_epoch(trainer.state.best_model_checkpoint, trainer.state.log_history)
+        epochs_run = float(trainer.state.epoch or 0.0)
+    finally:
+        torch.set_num_threads(previous_threads)
+        shutil.rmtree(out / _CHECKPOINTS, ignore_errors=True)
+    return TrainResult(
+        out_dir=out, config=config, labels=labels, class_weights=None if weights is None else tuple(weights),
+        data_hash=data_hash(examples), train_size=len(train_rows), val_size=len(val_rows), epochs_run=epochs_run,
+        best_epoch=best_epoch, validation=validation, seconds=time.perf_counter() - started)
+
+
+def _eval_metrics(prediction: EvalPrediction, n_classes: int) -> dict[str, float]:
+    logits = np.asarray(prediction.predictions)
+    return {"macro_f1": macro_f1(np.asarray(prediction.label_ids), logits.argmax(axis=-1), n_classes)}
+
+
+def _best_epoch(checkpoint: str | None, history: list[dict[str, float]]) -> int | None:
+    """The epoch whose checkpoint was reloaded (checkpoints are named ``checkpoint-<global step>``)."""
+    if checkpoint is None:
+        return None
+    step = int(checkpoint.rsplit("-", 1)[-1])
+    for entry in history:
+        if entry.get("step") == step and "epoch" in entry:
+            return round(entry["epoch"])
+    return None
