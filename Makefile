@@ -13,7 +13,7 @@ comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-unit lint schemas clean
+.PHONY: install run test test-unit lint schemas bench clean
 
 install: $(STAMP)
 
@@ -39,6 +39,9 @@ lint: install
 
 schemas: install
 	$(BIN)/modcascade schemas --write
+
+bench: install
+	$(BIN)/modcascade bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

