@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import codec
+from pipeline.training.baseline import METHOD as BASELINE_METHOD
 from pipeline.training.config import ARCHITECTURE, TrainResult
+from pipeline.training.metrics import Evaluation
 
 CARD_JSON = "model_card.json"
 CARD_MD = "MODEL_CARD.md"
@@ -20,8 +22,9 @@ def model_version(data_hash: str, now: datetime | None = None) -> str:
 
 
 def build_card(result: TrainResult, *, data_path: str | Path | None = None, data_size: int | None = None,
-               now: datetime | None = None) -> dict[str, Any]:
-    """The card as plain data; ``data_size`` defaults to train + validation rows."""
+               now: datetime | None = None, baseline: Evaluation | None = None) -> dict[str, Any]:
+    """The card as plain data; ``data_size`` defaults to train + validation rows; ``baseline`` is the
+    TF-IDF + logistic-regression result on the same validation split."""
     created = (now or datetime.now(UTC)).astimezone(UTC)
     return {
         "version": model_version(result.data_hash, created),
@@ -45,13 +48,14 @@ def build_card(result: TrainResult, *, data_path: str | Path | None = None, data
             "seconds": round(result.seconds, 2),
         },
         "validation": dict(result.validation),
+        "baseline": None if baseline is None else {"method": BASELINE_METHOD, **baseline},
     }
 
 
 def write_card(result: TrainResult, *, data_path: str | Path | None = None, data_size: int | None = None,
-               now: datetime | None = None) -> dict[str, Any]:
+               now: datetime | None = None, baseline: Evaluation | None = None) -> dict[str, Any]:
     """Write both card files into ``result.out_dir`` and return the card."""
-    card = build_card(result, data_path=data_path, data_size=data_size, now=now)
+    card = build_card(result, data_path=data_path, data_size=data_size, now=now, baseline=baseline)
     result.out_dir.mkdir(parents=True, exist_ok=True)
     (result.out_dir / CARD_JSON).write_bytes(codec.dumps_pretty(card))
     (result.out_dir / CARD_MD).write_text(render_markdown(card), encoding="utf-8")
@@ -80,6 +84,10 @@ def render_markdown(card: dict[str, Any]) -> str:
     ]
     for label, s in validation["per_class"].items():
         lines.append(f"| {label} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {s['support']} |")
+    baseline = card.get("baseline")
+    if baseline:
+        lines += ["", f"Baseline on the same split, {baseline['method']}: macro-F1 {baseline['macro_f1']:.4f}, "
+                      f"accuracy {baseline['accuracy']:.4f}, ECE {baseline['ece']:.4f}."]
     lines += ["", "## Training settings", ""]
     lines += [f"- {key}: {value}" for key, value in training.items() if key != "class_weights"]
     return "\n".join(lines) + "\n"
