@@ -138,6 +138,13 @@ def train(
     class_weighting: Annotated[bool, typer.Option(help="inverse-frequency class weights for imbalanced labels")]
     = True,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
+    lora_r: Annotated[int, typer.Option(help="decoders: LoRA rank")] = 16,
+    lora_alpha: Annotated[int, typer.Option(help="decoders: LoRA alpha")] = 32,
+    lora_dropout: Annotated[float, typer.Option(help="decoders: LoRA dropout")] = 0.05,
+    lora_targets: Annotated[str | None, typer.Option(help="decoders: comma-separated module names; default "
+                                                      "q/k/v/o and gate/up/down projections")] = None,
+    bf16: Annotated[bool, typer.Option(help="load and train in bfloat16 (GPU)")] = False,
+    gradient_checkpointing: Annotated[bool, typer.Option(help="less GPU memory, slower")] = False,
     text_field: Annotated[str, typer.Option()] = "text",
     label_field: Annotated[str, typer.Option()] = "label",
 ) -> None:
@@ -147,7 +154,10 @@ def train(
 
     config = TrainConfig(base_model=base or default_base_model(), epochs=epochs, max_length=max_length,
                          batch_size=batch_size, learning_rate=learning_rate, val_fraction=val_fraction, seed=seed,
-                         early_stopping_patience=patience, class_weighting=class_weighting, num_threads=threads)
+                         early_stopping_patience=patience, class_weighting=class_weighting, num_threads=threads,
+                         lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                         lora_targets=tuple(t.strip() for t in lora_targets.split(",")) if lora_targets else None,
+                         bf16=bf16, gradient_checkpointing=gradient_checkpointing)
     run_train(console, data=data, out=out, config=config, policy_path=policy, text_field=text_field,
               label_field=label_field)
 

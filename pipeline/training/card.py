@@ -8,7 +8,7 @@ from typing import Any
 
 from pipeline import codec
 from pipeline.training.baseline import METHOD as BASELINE_METHOD
-from pipeline.training.config import ARCHITECTURE, TrainResult
+from pipeline.training.config import TrainResult
 from pipeline.training.metrics import Evaluation
 
 CARD_JSON = "model_card.json"
@@ -29,7 +29,8 @@ def build_card(result: TrainResult, *, data_path: str | Path | None = None, data
     return {
         "version": model_version(result.data_hash, created),
         "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "architecture": ARCHITECTURE,
+        "architecture": result.architecture,
+        "adapter": result.adapter,
         "base_model": str(result.config.base_model),
         "labels": list(result.labels),
         "data": {

@@ -24,7 +24,12 @@ def run_train(console: Console, *, data: Path, out: Path, config: TrainConfig, p
     counts = check_labels(examples, min_per_label=config.min_per_label, taxonomy=taxonomy, source=str(data))
     spread = ", ".join(f"{label} {n:,}" for label, n in counts.most_common())
     console.print(f"{len(examples):,} examples from {data}: {spread}")
-    console.print(f"base model {config.base_model}, {config.epochs} epochs, max_length {config.max_length}")
+    from pipeline.training.family import model_family
+
+    family = model_family(config.base_model)
+    how = "full fine-tune" if family == "encoder" else f"LoRA r={config.lora_r}, merged for serving"
+    console.print(f"base model {config.base_model} ({family}, {how}), {config.epochs} epochs, "
+                  f"max_length {config.max_length}")
     train_rows, val_rows = split(examples, config.val_fraction, config.seed)  # the trainer's split, recomputed
     baseline = tfidf_baseline(train_rows, val_rows, sorted(counts))
     console.print(f"baseline ({BASELINE_METHOD}): validation macro-F1 {baseline['macro_f1']:.4f}")

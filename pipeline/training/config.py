@@ -38,6 +38,13 @@ class TrainConfig:
     class_weighting: bool = True  # inverse-frequency class weights in the loss (for imbalanced labels)
     num_threads: int | None = None  # torch CPU threads; None keeps torch's default
     min_per_label: int = 2
+    # decoder bases only (see training.family): LoRA adapters, merged into the saved weights
+    lora_r: int = 16  # adapter rank
+    lora_alpha: int = 32  # adapter scale numerator: updates are scaled by lora_alpha / lora_r
+    lora_dropout: float = 0.05  # dropout on the adapter input
+    lora_targets: tuple[str, ...] | None = None  # module names to adapt; None: attention + MLP projections
+    bf16: bool = False  # load and train in bfloat16 (GPU); float32 otherwise
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% slower
 
     def __post_init__(self) -> None:
         for name in ("epochs", "max_length", "batch_size", "early_stopping_patience", "min_per_label"):
@@ -49,10 +56,21 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig.val_fraction: {self.val_fraction} is outside (0, 1): use e.g. 0.2")
         if self.num_threads is not None and self.num_threads < 1:
             raise ConfigError(f"TrainConfig.num_threads: {self.num_threads} must be at least 1 (or None)")
+        if self.lora_r < 1:
+            raise ConfigError(f"TrainConfig.lora_r: {self.lora_r} must be at least 1: use e.g. 16")
+        if self.lora_alpha < 1:
+            raise ConfigError(f"TrainConfig.lora_alpha: {self.lora_alpha} must be at least 1: use e.g. 2 * lora_r")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ConfigError(f"TrainConfig.lora_dropout: {self.lora_dropout} is outside [0, 1): use e.g. 0.05")
+        if self.lora_targets is not None and (not self.lora_targets or not all(self.lora_targets)):
+            raise ConfigError(f"TrainConfig.lora_targets: {self.lora_targets} must name at least one module "
+                              "(e.g. q_proj, v_proj), or be None for the attention and MLP projections")
 
     def as_dict(self) -> dict[str, Any]:
         values = asdict(self)
         values["base_model"] = str(self.base_model)
+        if self.lora_targets is not None:
+            values["lora_targets"] = list(self.lora_targets)  # JSON has no tuples: the card reads back equal
         return values
 
 
@@ -71,6 +89,8 @@ class TrainResult:
     best_epoch: int | None
     validation: Evaluation
     seconds: float
+    architecture: str = ARCHITECTURE  # the saved model's class, config.json "architectures"
+    adapter: dict[str, Any] | None = None  # decoders: {"type": "lora", "r", "alpha", "dropout", "targets", "merged"}
 
 
 def class_weights(labels: Sequence[int], n_classes: int) -> list[float]:

@@ -1,4 +1,9 @@
-"""The one training loop: fine-tune a BERT encoder as ``BertForSequenceClassification`` on labelled posts.
+"""The one training loop: fine-tune a base model as ``*ForSequenceClassification`` on labelled posts.
+
+Two paths share it (``training.family`` picks one from the base model's ``config.json``): an encoder
+(BERT-like) is fine-tuned in full; a decoder (Qwen2, Llama, Mistral, ...) gets LoRA adapters on its
+attention/MLP projections and a fully trained ``score`` head, and the adapters are merged into the weights
+before saving, so both paths save a plain Hugging Face model folder that vLLM serves as is.
 
 ``train`` splits the examples (stratified, seeded), fine-tunes with the transformers ``Trainer`` using a
 class-weighted cross-entropy, evaluates macro-F1 on the validation split every epoch, stops early when it
@@ -32,6 +37,7 @@ from transformers import (
 from pipeline.errors import ConfigError
 from pipeline.training.config import ARCHITECTURE, TrainConfig, TrainResult, class_weights
 from pipeline.training.data import Example, check_labels, data_hash, split
+from pipeline.training.family import DEFAULT_LORA_TARGETS, HEAD_MODULES, Family, model_family
 from pipeline.training.metrics import evaluate, macro_f1
 
 __all__ = ["ARCHITECTURE", "TrainConfig", "TrainResult", "train"]
@@ -65,9 +71,7 @@ def train(config: TrainConfig, examples: Sequence[Example], out_dir: str | Path,
     """Fine-tune ``config.base_model`` on ``examples`` and save the best epoch's model to ``out_dir``."""
     started = time.perf_counter()
     out = Path(out_dir)
-    if not (config.base_model / "config.json").is_file():
-        raise ConfigError(f"TrainConfig.base_model: {config.base_model} has no config.json: point it at a "
-                          "Hugging Face model folder")
+    family = model_family(config.base_model)
     counts = check_labels(examples, min_per_label=config.min_per_label)
     labels = tuple(sorted(counts))
     label2id = {name: i for i, name in enumerate(labels)}
@@ -79,9 +83,7 @@ def train(config: TrainConfig, examples: Sequence[Example], out_dir: str | Path,
     try:
         set_seed(config.seed)  # before loading: the new classifier head is initialised randomly
         tokenizer = AutoTokenizer.from_pretrained(config.base_model)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            config.base_model, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label2id)
-        model.config.architectures = [ARCHITECTURE]
+        model, adapter = _load_model(config, family, labels, tokenizer)
         weights = (class_weights([label2id[e.label] for e in train_rows], len(labels))
                    if config.class_weighting else None)
         args = TrainingArguments(
@@ -102,6 +104,10 @@ def train(config: TrainConfig, examples: Sequence[Example], out_dir: str | Path,
             report_to="none",
             disable_tqdm=not progress,
             dataloader_pin_memory=False,
+            label_names=["labels"],  # a peft wrapper hides the forward signature the Trainer reads them from
+            bf16=config.bf16,
+            gradient_checkpointing=config.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
         )
         trainer = Trainer(
             model=model,
@@ -119,8 +125,7 @@ def train(config: TrainConfig, examples: Sequence[Example], out_dir: str | Path,
         logits = np.asarray(prediction.predictions)
         probs = torch.softmax(torch.from_numpy(logits).double(), dim=-1).numpy()
         validation = evaluate(probs, [label2id[e.label] for e in val_rows], labels)
-        trainer.save_model(str(out))
-        (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; the model card records the settings
+        architecture = _save(trainer, tokenizer, out, merge=adapter is not None)
         best_epoch = _best_epoch(trainer.state.best_model_checkpoint, trainer.state.log_history)
         epochs_run = float(trainer.state.epoch or 0.0)
     finally:
@@ -129,7 +134,59 @@ def train(config: TrainConfig, examples: Sequence[Example], out_dir: str | Path,
     return TrainResult(
         out_dir=out, config=config, labels=labels, class_weights=None if weights is None else tuple(weights),
         data_hash=data_hash(examples), train_size=len(train_rows), val_size=len(val_rows), epochs_run=epochs_run,
-        best_epoch=best_epoch, validation=validation, seconds=time.perf_counter() - started)
+        best_epoch=best_epoch, validation=validation, seconds=time.perf_counter() - started,
+        architecture=architecture, adapter=adapter)
+
+
+def _load_model(config: TrainConfig, family: Family, labels: tuple[str, ...],
+                tokenizer: PreTrainedTokenizerBase) -> tuple[Any, dict[str, Any] | None]:
+    """The classifier to train and, for a decoder, its LoRA settings (``None``: full fine-tune)."""
+    label2id = {name: i for i, name in enumerate(labels)}
+    options: dict[str, Any] = {"num_labels": len(labels), "id2label": dict(enumerate(labels)), "label2id": label2id}
+    if config.bf16:
+        options["dtype"] = torch.bfloat16
+    if family == "encoder":
+        model = AutoModelForSequenceClassification.from_pretrained(config.base_model, **options)
+        model.config.architectures = [ARCHITECTURE]
+        return model, None
+
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    if tokenizer.pad_token is None:  # most decoders ship without one; the pad id only marks the padding
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    tokenizer.truncation_side = "right"  # keep the head of long posts (see pipeline.backends.base)
+    # the classifier reads the last token that is not padding: it finds it through config.pad_token_id
+    model = AutoModelForSequenceClassification.from_pretrained(
+        config.base_model, pad_token_id=tokenizer.pad_token_id, **options)
+    targets = config.lora_targets or DEFAULT_LORA_TARGETS
+    lora = LoraConfig(task_type=TaskType.SEQ_CLS, r=config.lora_r, lora_alpha=config.lora_alpha,
+                      lora_dropout=config.lora_dropout, target_modules=list(targets),
+                      modules_to_save=list(HEAD_MODULES))
+    try:
+        peft_model = get_peft_model(model, lora)
+    except ValueError as exc:  # peft: "Target modules {...} not found in the base model"
+        raise ConfigError(f"TrainConfig.lora_targets: {list(targets)} do not fit {config.base_model} ({exc}): set "
+                          "lora_targets to the names of its attention/MLP linear layers") from exc
+    adapter = {"type": "lora", "r": config.lora_r, "alpha": config.lora_alpha, "dropout": config.lora_dropout,
+               "targets": list(targets), "trained_in_full": list(HEAD_MODULES), "merged": True}
+    return peft_model, adapter
+
+
+def _save(trainer: Trainer, tokenizer: PreTrainedTokenizerBase, out: Path, *, merge: bool) -> str:
+    """Save the (best) model and tokenizer as a plain HF folder; LoRA adapters are merged in first.
+    Returns the saved architecture."""
+    if not merge:
+        trainer.save_model(str(out))
+        (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; the model card records the settings
+        return ARCHITECTURE
+    model: Any = trainer.model
+    merged = model.merge_and_unload()
+    architecture = type(merged).__name__
+    merged.config.architectures = [architecture]
+    merged.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    return architecture
 
 
 def _eval_metrics(prediction: EvalPrediction, n_classes: int) -> dict[str, float]:
