@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
 import pytest
 import yaml
 
@@ -23,6 +22,7 @@ from pipeline.backends.vllm_http import RetryPolicy, VllmHttpClassifier
 from pipeline.errors import BackendUnavailable, ModelMismatchError
 from pipeline.policy import Policy, load_policy, parse_policy
 from pipeline.serving import ModelServer
+from tests.processes import assert_no_new_children, child_pids
 
 pytestmark = [
     pytest.mark.integration,
@@ -100,6 +100,7 @@ async def engines(minilm_dir: Path, policy: Policy, tmp_path_factory: pytest.Tem
     server = ModelServer(minilm_dir, port=0, max_model_len=MAX_MODEL_LEN,
                          log_path=tmp_path_factory.mktemp("vllm") / "server.log")
     local: Classifier | None = None
+    before = child_pids()
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-server-start") as pool:
             started = pool.submit(server.start)
@@ -113,7 +114,7 @@ async def engines(minilm_dir: Path, policy: Policy, tmp_path_factory: pytest.Tem
         if local is not None:
             await local.aclose()
         server.stop()
-        assert_no_engine_children()
+        assert_no_new_children(before)
 
 
 @pytest.fixture
@@ -213,16 +214,3 @@ def test_server_stop_before_start_is_harmless(minilm_dir: Path) -> None:
     server.stop()
     assert not server.running and server.pid is None
 
-
-def engine_children() -> list[str]:
-    """Child processes of this test process, other than multiprocessing's resource tracker."""
-    children = psutil.Process().children(recursive=True)
-    return [f"{c.pid} {' '.join(c.cmdline())[:80]}" for c in children
-            if c.is_running() and "resource_tracker" not in " ".join(c.cmdline())]
-
-
-def assert_no_engine_children(timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while (left := engine_children()) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not left, f"engine processes outlived their shutdown: {left}"

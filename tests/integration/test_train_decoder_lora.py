@@ -7,12 +7,10 @@ policy), merged, then served by the in-process vLLM engine and compared with the
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -25,6 +23,7 @@ from pipeline.training.data import Example, load_examples
 from pipeline.training.family import DEFAULT_LORA_TARGETS, model_family
 from pipeline.training.tiny import build_tiny_decoder, train_tokenizer
 from pipeline.training.trainer import TrainConfig, TrainResult, train
+from tests.processes import assert_no_new_children, child_pids
 
 pytestmark = [
     pytest.mark.integration,
@@ -123,25 +122,15 @@ def test_card_records_lora(trained: tuple[TrainResult, dict[str, Any]]) -> None:
 
 @pytest.fixture(scope="module")
 async def served(trained: tuple[TrainResult, dict[str, Any]], policy: Policy) -> AsyncIterator[Classifier]:
+    before = child_pids()
     classifier = make_classifier("vllm-local", trained[0].out_dir, policy, max_length=MAX_LENGTH,
                                  max_model_len=MAX_MODEL_LEN)
     try:
         yield classifier
     finally:
         await classifier.aclose()
-        assert_no_engine_children()
+        assert_no_new_children(before)
 
-
-def assert_no_engine_children(timeout_s: float = 10.0) -> None:
-    """No child process outlives the engine's shutdown, other than multiprocessing's resource tracker."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        left = [f"{c.pid} {' '.join(c.cmdline())[:80]}" for c in psutil.Process().children(recursive=True)
-                if c.is_running() and "resource_tracker" not in " ".join(c.cmdline())]
-        if not left or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert not left, f"engine processes outlived their shutdown: {left}"
 
 
 async def test_vllm_serves_merged_model(trained: tuple[TrainResult, dict[str, Any]], served: Classifier,

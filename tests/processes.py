@@ -1,0 +1,30 @@
+"""Process hygiene for tests that start engines and servers: nothing they spawn may outlive their shutdown."""
+
+from __future__ import annotations
+
+import time
+
+import psutil
+
+
+def child_pids() -> set[int]:
+    """Live child processes of this test process (multiprocessing's resource tracker excluded)."""
+    return {c.pid for c in psutil.Process().children(recursive=True)
+            if c.is_running() and "resource_tracker" not in " ".join(c.cmdline())}
+
+
+def assert_no_new_children(before: set[int], timeout_s: float = 10.0) -> None:
+    """Every child started since the ``before`` snapshot has exited (waits up to ``timeout_s``).
+
+    Comparing with a snapshot keeps session-wide processes (the test broker, other modules' engines) out of it.
+    """
+    deadline = time.monotonic() + timeout_s
+    while (left := child_pids() - before) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    described = []
+    for pid in sorted(left):
+        try:
+            described.append(f"{pid} {' '.join(psutil.Process(pid).cmdline())[:80]}")
+        except psutil.NoSuchProcess:
+            continue
+    assert not described, f"processes outlived their shutdown: {described}"
