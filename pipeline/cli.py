@@ -26,6 +26,9 @@ app = typer.Typer(
 )
 policy_app = typer.Typer(help="Policy files: validate them.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
+worker_app = typer.Typer(help="Stream workers: run one in the foreground; start more to scale out.",
+                         no_args_is_help=True)
+app.add_typer(worker_app, name="worker")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -102,6 +105,29 @@ def tail(
     from pipeline.runtime import tail_topic
 
     asyncio.run(tail_topic(topic, limit=limit, follow=follow, out=sys.stdout))
+
+
+@worker_app.command("classify")
+def worker_classify(
+    check: Annotated[bool, typer.Option("--check", help="check broker, topics, model and policy, then exit")]
+    = False,
+) -> None:
+    """Consume posts, classify them in batches, publish verdicts and adjudication requests.
+
+    Configured by the environment (`modcascade settings` shows it). SIGTERM or Ctrl-C finishes and commits
+    the batch in progress, then exits; a second one exits at once (the batch is re-read on restart).
+    """
+    from pipeline.runtime import run_worker
+
+    _log_level_from_settings()
+    asyncio.run(run_worker("classify", console, check=check))
+
+
+def _log_level_from_settings() -> None:
+    from pipeline.settings import load_settings
+
+    logging.getLogger().setLevel(load_settings().log_level.upper())
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
 
 
 @app.command()

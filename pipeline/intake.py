@@ -22,6 +22,8 @@ class RawRecord:
     topic: str | None = None
     partition: int | None = None
     offset: int | None = None
+    timestamp_ms: int | None = None
+    """The broker's record timestamp (producer create time): when the post entered the pipeline."""
 
 
 def read_post(raw: RawRecord, *, stage: str, max_text_bytes: int) -> Post | DeadLetter:

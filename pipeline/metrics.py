@@ -26,10 +26,13 @@ class Metrics:
     batch_size: Histogram
     model_latency: Histogram
     model_errors: Counter
+    backend_up: Gauge
+    backpressure_seconds: Counter
     end_to_end_latency: Histogram
     decisions: Counter
     escalations: Counter
     cache_lookups: Counter
+    cache_entries: Gauge
     # Frontier
     frontier_tokens: Counter
     frontier_cost_usd: Counter
@@ -56,12 +59,16 @@ class Metrics:
             batch_size=histogram("batch_size", "Posts per classifier call.", BATCH_BUCKETS),
             model_latency=histogram("model_latency_seconds", "Classifier call latency.", LATENCY_BUCKETS),
             model_errors=counter("model_errors", "Failed classifier calls (retried).", ("kind",)),
+            backend_up=Gauge("modcascade_backend_up", "1 while the model backend answers, 0 while it is retried.",
+                             registry=reg),
+            backpressure_seconds=counter("backpressure_seconds", "Time consumption was paused waiting for a backend."),
             end_to_end_latency=histogram(
                 "end_to_end_latency_seconds", "Post created/ingested to verdict published.", LATENCY_BUCKETS, ("route",)
             ),
             decisions=counter("decisions", "Verdicts published.", ("decision", "category", "route")),
             escalations=counter("escalations", "Posts sent to adjudication.", ("category",)),
-            cache_lookups=counter("cache_lookups", "Score-cache lookups.", ("result",)),
+            cache_lookups=counter("cache_lookups", "Score-cache lookups (result: hit, miss).", ("result",)),
+            cache_entries=Gauge("modcascade_cache_entries", "Entries in the score cache.", registry=reg),
             frontier_tokens=counter("frontier_tokens", "Frontier tokens used.", ("kind",)),
             frontier_cost_usd=counter("frontier_cost_usd", "Frontier spend in US dollars."),
             policy_info=Info("modcascade_policy", "The policy in force.", registry=reg),

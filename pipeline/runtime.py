@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline import codec
+from pipeline.errors import SettingsError
 from pipeline.kafka.broker import EmbeddedBroker
 from pipeline.kafka.clients import make_consumer, make_producer, start_client
 from pipeline.kafka.topics import ensure_topics
@@ -87,6 +88,78 @@ async def serve_model(console: Console, *, model: Path | None, port: int | None,
         await asyncio.Event().wait()
     finally:
         await asyncio.to_thread(server.stop)
+
+
+async def run_worker(name: str, console: Console, *, check: bool) -> None:
+    """Run stream worker ``name`` in the foreground until SIGTERM/Ctrl-C (graceful: the batch in progress
+    is finished and committed; a second signal cancels at once). ``check`` only checks its dependencies."""
+    from pipeline.metrics import Metrics, serve
+    from workers.classify import build_classifier, run_classify_worker
+
+    if name != "classify":
+        raise SettingsError(f"unknown worker {name!r}: available: classify")
+    settings = load_settings()
+    if check:
+        await check_worker(settings, console)
+        return
+    stop = asyncio.Event()
+    task = asyncio.current_task()
+    assert task is not None
+
+    def on_signal() -> None:
+        if stop.is_set():
+            task.cancel()
+        else:
+            console.print("stopping after the batch in progress (again to stop at once)")
+            stop.set()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    metrics = Metrics.create()
+    try:
+        serve(settings.metrics_port)
+    except OSError as exc:
+        raise SettingsError(f"cannot serve metrics on port {settings.metrics_port} ({exc.strerror}): give each "
+                            "worker its own MODCASCADE_METRICS_PORT, or 0 to turn the endpoint off") from exc
+    classifier = build_classifier(settings)
+    try:
+        def ready() -> None:
+            where = f", metrics on :{settings.metrics_port}/metrics" if settings.metrics_port else ""
+            console.print(f"classify worker ready: {classifier.model_name} ({classifier.backend}) reading "
+                          f"{settings.topics.all()['posts']} at {settings.bootstrap}{where}")
+
+        report = await run_classify_worker(settings, stop, classifier=classifier, metrics=metrics, on_ready=ready)
+    finally:
+        await classifier.aclose()
+    console.print(f"classify worker stopped: {report.records} records in {report.batches} batches, all committed")
+
+
+async def check_worker(settings: Settings, console: Console) -> None:
+    """The worker's health check: broker and topics, model backend, policy; raises on the first failure."""
+    from pipeline.kafka.clients import make_admin
+    from pipeline.policy import load_policy
+    from workers.classify import build_classifier
+
+    admin = make_admin(settings)
+    await start_client(admin, settings, "admin client")
+    try:
+        existing = set(await admin.list_topics())
+    finally:
+        await admin.close()
+    missing = [t for t in settings.topics.all().values() if t not in existing]
+    if missing:
+        raise SettingsError(f"topics {', '.join(missing)} do not exist at {settings.bootstrap}: run "
+                            "`modcascade broker` (creates them) or create them in your Kafka")
+    console.print(f"broker {settings.bootstrap}: ok, topics present")
+    policy = load_policy(settings.policy_path)
+    console.print(f"policy {settings.policy_path}: ok ({policy.name} {policy.version})")
+    classifier = build_classifier(settings)
+    try:
+        await classifier.check()
+    finally:
+        await classifier.aclose()
+    console.print(f"model {classifier.model_name} ({classifier.model_version}) on {classifier.backend}: ok")
 
 
 async def produce_file(file: Path, topic: str | None) -> int:

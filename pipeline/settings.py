@@ -62,6 +62,9 @@ class KafkaSettings(BaseSettings):
     acks: Literal["all", "1", "0"] = "all"
     linger_ms: int = Field(default=5, ge=0)
     request_timeout_ms: int = Field(default=30_000, gt=0)
+    session_timeout_ms: int = Field(default=10_000, gt=0, description="consumer-group session: a member silent "
+                                    "this long is replaced (how fast a killed worker's partitions move)")
+    heartbeat_interval_ms: int = Field(default=3_000, gt=0, description="consumer-group heartbeat")
     partitions: int = Field(default=4, ge=1, description="partitions per topic when we create topics")
     replication_factor: int = Field(default=1, ge=1)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -108,6 +111,20 @@ class ModelSettings(BaseSettings):
     threads: int | None = Field(default=None, ge=1, description="torch threads for in-process backends")
 
 
+class WorkerSettings(BaseSettings):
+    """The stream workers: how they batch, cache and back off."""
+
+    model_config = _config("MODCASCADE_WORKER_")
+
+    group_id: str = Field(default="modcascade-classify", description="consumer group of the classify workers")
+    batch_max_posts: int = Field(default=256, ge=1, description="a batch closes at this many posts ...")
+    batch_max_wait_ms: int = Field(default=50, ge=0, description="... or this long after its first post")
+    cache_entries: int = Field(default=50_000, ge=0, description="score-cache size (LRU); 0 = no cache")
+    cache_ttl_s: float = Field(default=600.0, gt=0, description="a cached score is reused for this long")
+    backoff_base_s: float = Field(default=0.5, gt=0, description="first wait after the model backend failed")
+    backoff_max_s: float = Field(default=30.0, gt=0, description="longest wait between backend retries")
+
+
 class Settings(BaseSettings):
     """All settings, grouped. Build with :func:`load_settings` to get the unknown-variable check."""
 
@@ -117,6 +134,7 @@ class Settings(BaseSettings):
     topics: TopicNames = Field(default_factory=TopicNames)
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
 
     policy_path: Path = Field(default=Path("policies/default.yaml"), description="policy YAML the workers use")
     metrics_port: int = Field(default=9464, ge=0, le=65535, description="Prometheus endpoint; 0 = off")
@@ -147,8 +165,10 @@ class Settings(BaseSettings):
         return self.model_dump(mode="json")
 
 
-_GROUPS = frozenset({"kafka", "topics", "broker", "model"})
-_GROUP_CLASSES: tuple[type[BaseSettings], ...] = (Settings, KafkaSettings, TopicNames, BrokerSettings, ModelSettings)
+_GROUPS = frozenset({"kafka", "topics", "broker", "model", "worker"})
+_GROUP_CLASSES: tuple[type[BaseSettings], ...] = (
+    Settings, KafkaSettings, TopicNames, BrokerSettings, ModelSettings, WorkerSettings,
+)
 
 
 def _known_env_names() -> set[str]:

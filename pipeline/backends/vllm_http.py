@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,23 +30,13 @@ import httpx
 from pipeline import codec
 from pipeline.backends.base import DEFAULT_MAX_LENGTH, LabelMap, ModelInfo, Scores, check_texts
 from pipeline.errors import BackendError, BackendUnavailable, ConfigError, DecodeError, ModelMismatchError
+from pipeline.retry import RetryPolicy
+
+__all__ = ["RetryPolicy", "VllmHttpClassifier"]
 
 log = logging.getLogger(__name__)
 
 _RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """``retries`` attempts after the first; the n-th waits ``min(max_s, base_s * 2**n)`` times a jitter in
-    [0.5, 1]. Defaults: 4 retries, 0.2 s base, 5 s cap (worst case ~7 s of waiting plus the timeouts)."""
-
-    retries: int = 4
-    base_s: float = 0.2
-    max_s: float = 5.0
-
-    def delay(self, retry: int) -> float:
-        return float(min(self.max_s, self.base_s * 2**retry) * random.uniform(0.5, 1.0))
 
 
 class _Retryable(Exception):

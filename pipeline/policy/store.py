@@ -16,7 +16,7 @@ from pathlib import Path
 
 from watchfiles import Change, awatch
 
-from pipeline.errors import PolicyError
+from pipeline.errors import ModcascadeError, PolicyError
 from pipeline.metrics import Metrics
 from pipeline.policy.load import load_policy
 from pipeline.policy.model import Policy
@@ -24,19 +24,29 @@ from pipeline.policy.model import Policy
 log = logging.getLogger(__name__)
 
 OnChange = Callable[[Policy], None]
+Accept = Callable[[Policy], None]
+"""Extra check a new policy must pass before it is swapped in (raise ModcascadeError to reject it), e.g.
+that the served model emits the new taxonomy."""
 
 
 class PolicyStore:
     """Holds the current policy of ``path``; constructing it with an invalid file raises PolicyError."""
 
     def __init__(
-        self, path: str | os.PathLike[str], metrics: Metrics | None = None, on_change: Iterable[OnChange] = ()
+        self,
+        path: str | os.PathLike[str],
+        metrics: Metrics | None = None,
+        on_change: Iterable[OnChange] = (),
+        accept: Accept | None = None,
     ) -> None:
         self.path = Path(path)
         self.metrics = metrics
-        self.last_error: PolicyError | None = None
+        self.last_error: ModcascadeError | None = None
         self._callbacks = list(on_change)
+        self._accept = accept
         self._current = load_policy(self.path)  # startup fails loudly: there is no last good policy yet
+        if accept is not None:
+            accept(self._current)
         self._publish(self._current)
 
     @property
@@ -51,12 +61,15 @@ class PolicyStore:
         """Re-read the file; swap and return True if it is valid and its content (version) changed."""
         try:
             policy = load_policy(self.path)
-        except PolicyError as exc:
+            if self._accept is not None and policy.version != self._current.version:
+                self._accept(policy)
+        except ModcascadeError as exc:
             self.last_error = exc
             if self.metrics:
                 self.metrics.policy_valid.set(0)
                 self.metrics.policy_reload_errors.inc()
-            for issue in exc.issues:
+            problems = exc.issues if isinstance(exc, PolicyError) else [f"{self.path}: {exc}"]
+            for issue in problems:
                 log.error("policy edit rejected, keeping version %s: %s", self._current.version, issue)
             return False
         self.last_error = None

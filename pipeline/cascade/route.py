@@ -1,0 +1,105 @@
+"""Routing: one post, its scores and the policy's outcome become the record to publish. Pure, no I/O.
+
+    final outcome (allow / block / review)  ->  Verdict on ``verdicts`` (route slm, or cache on a repeat)
+    escalate                                ->  AdjudicationRequest on ``adjudication``
+
+Latency is measured from the post's ``created_at`` when the producer set it, else from when the post
+entered Kafka (the record timestamp), else from when the worker read it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+from pipeline.policy import Outcome, Policy
+from pipeline.records import AdjudicationRequest, Post, Verdict, verdict_id
+
+SmallModelRoute = Literal["slm", "cache"]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRef:
+    """The small model that produced the scores, as recorded in every output."""
+
+    name: str
+    version: str
+
+
+def ingest_time(record_timestamp_ms: int | None, read_at: datetime) -> datetime:
+    """When a post entered the pipeline: its Kafka record timestamp, else when the worker read it."""
+    if record_timestamp_ms is not None and record_timestamp_ms > 0:
+        return datetime.fromtimestamp(record_timestamp_ms / 1000, UTC)
+    return read_at
+
+
+def origin_time(post: Post, record_timestamp_ms: int | None, read_at: datetime) -> datetime:
+    """When the clock of a post's latency starts (see the module docstring)."""
+    return post.created_at if post.created_at is not None else ingest_time(record_timestamp_ms, read_at)
+
+
+def small_model_cost(route: SmallModelRoute, policy: Policy) -> float:
+    """Estimated cost of one small-model verdict: a share of the model's price, nothing for a cache hit."""
+    return 0.0 if route == "cache" else policy.prices.small_model_usd_per_1k_posts / 1000.0
+
+
+def make_verdict(
+    post: Post,
+    scores: Mapping[str, float],
+    outcome: Outcome,
+    *,
+    route: SmallModelRoute,
+    policy: Policy,
+    model: ModelRef,
+    origin: datetime,
+    now: datetime,
+) -> Verdict:
+    """The final verdict of a post the small model settled."""
+    if outcome.kind == "escalate":
+        raise ValueError("an escalated post gets an AdjudicationRequest, not a verdict")
+    return Verdict(
+        verdict_id=verdict_id(post.id, policy.version),
+        post_id=post.id,
+        decision=outcome.kind,
+        category=outcome.category,
+        scores=dict(scores),
+        route=route,
+        final=True,
+        model=model.name,
+        model_version=model.version,
+        policy=policy.name,
+        policy_version=policy.version,
+        latency_ms=max(0.0, (now - origin).total_seconds() * 1000.0),
+        cost_usd=small_model_cost(route, policy),
+        decided_at=now,
+    )
+
+
+def make_adjudication(
+    post: Post,
+    scores: Mapping[str, float],
+    outcome: Outcome,
+    *,
+    policy: Policy,
+    model: ModelRef,
+    ingested_at: datetime,
+    now: datetime,
+) -> AdjudicationRequest:
+    """The request that sends a borderline post to the frontier model, in its category's queue tier."""
+    category = outcome.category
+    tier = policy.categories[category].tier if category is not None else "urgent"
+    return AdjudicationRequest(
+        post=post,
+        scores=dict(scores),
+        candidate_category=category,
+        model=model.name,
+        model_version=model.version,
+        policy=policy.name,
+        policy_version=policy.version,
+        tier=tier,
+        attempt=0,
+        ingested_at=ingested_at,
+        enqueued_at=now,
+    )

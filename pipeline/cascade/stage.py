@@ -1,0 +1,170 @@
+"""The classify stage: a batch of raw ``posts`` records in, the records to publish out.
+
+    intake       each record → Post, or DeadLetter with the original bytes and the reason
+    cache        a repeat of a text seen within the window (same model and policy version) reuses its
+                 scores; repeats inside one batch are sent to the model once
+    classify     one backend call for the rest; while the backend is unavailable, back off (jittered,
+                 growing) through ``wait`` and try again, for as long as it takes: good posts are never
+                 dropped or dead-lettered because the model is down
+    decide       ``decide(scores, policy)`` per post, under one policy snapshot for the whole batch
+    route        a final outcome → Verdict (route slm or cache); escalate → AdjudicationRequest
+
+The stage owns no Kafka client; :class:`pipeline.kafka.stream.StreamLoop` runs it. Any other backend
+failure (a model that does not match, a malformed answer) is fatal: the batch is not committed, the
+worker exits, nothing is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+
+from pipeline import codec
+from pipeline.backends.base import Classifier
+from pipeline.cascade.cache import CachedScores, CacheKey, ScoreCache, cache_key
+from pipeline.cascade.route import (
+    ModelRef,
+    SmallModelRoute,
+    ingest_time,
+    make_adjudication,
+    make_verdict,
+    origin_time,
+)
+from pipeline.errors import BackendUnavailable
+from pipeline.intake import RawRecord, read_post
+from pipeline.kafka.stream import BatchProcessor, Outgoing, Wait
+from pipeline.metrics import Metrics
+from pipeline.policy import Policy, decide
+from pipeline.records import AdjudicationRequest, DeadLetter, Post, Verdict, utcnow
+from pipeline.retry import Backoff
+
+log = logging.getLogger(__name__)
+
+INTAKE_STAGE = "classify.intake"
+
+
+class ClassifyStage(BatchProcessor):
+    """``policy`` is called once per batch (usually ``PolicyStore``'s ``current``)."""
+
+    def __init__(
+        self,
+        classifier: Classifier,
+        policy: Callable[[], Policy],
+        *,
+        cache: ScoreCache,
+        metrics: Metrics,
+        max_text_bytes: int,
+        backoff: Backoff,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.classifier = classifier
+        self.policy = policy
+        self.cache = cache
+        self.metrics = metrics
+        self.max_text_bytes = max_text_bytes
+        self.backoff = backoff
+        self.clock = clock
+        self.model = ModelRef(classifier.model_name, classifier.model_version)
+
+    async def process(self, records: Sequence[RawRecord], wait: Wait) -> list[Outgoing]:
+        read_at = self.clock()
+        policy = self.policy()
+        outputs: list[Outgoing] = []
+        posts: list[tuple[Post, RawRecord]] = []
+        for raw in records:
+            item = read_post(raw, stage=INTAKE_STAGE, max_text_bytes=self.max_text_bytes)
+            if isinstance(item, Post):
+                posts.append((item, raw))
+            else:
+                outputs.append(Outgoing("dead_letter", raw.key, codec.encode(item), item))
+        if not posts:
+            return outputs
+
+        scored = await self._scores(posts, policy, wait)
+        now = self.clock()
+        for (post, raw), (scores, route) in zip(posts, scored, strict=True):
+            outcome = decide(scores, policy)
+            key = post.id.encode()
+            origin = origin_time(post, raw.timestamp_ms, read_at)
+            if outcome.final:
+                verdict = make_verdict(post, scores, outcome, route=route, policy=policy, model=self.model,
+                                       origin=origin, now=now)
+                outputs.append(Outgoing("verdicts", key, codec.encode(verdict), verdict))
+            else:
+                request = make_adjudication(post, scores, outcome, policy=policy, model=self.model,
+                                            ingested_at=ingest_time(raw.timestamp_ms, read_at), now=now)
+                outputs.append(Outgoing("adjudication", key, codec.encode(request), request))
+        return outputs
+
+    def published(self, outputs: Sequence[Outgoing]) -> None:
+        m = self.metrics
+        now = time.time()
+        for out in outputs:
+            record = out.record
+            if isinstance(record, Verdict):
+                m.decisions.labels(record.decision, record.category or "none", record.route).inc()
+                m.end_to_end_latency.labels(record.route).observe(
+                    max(0.0, now - record.decided_at.timestamp() + record.latency_ms / 1000.0))
+            elif isinstance(record, AdjudicationRequest):
+                m.escalations.labels(record.candidate_category or "none").inc()
+            elif isinstance(record, DeadLetter):
+                m.dead_letters.labels(record.stage, record.reason).inc()
+
+    async def _scores(
+        self, posts: Sequence[tuple[Post, RawRecord]], policy: Policy, wait: Wait
+    ) -> list[tuple[CachedScores, SmallModelRoute]]:
+        """Scores and route per post: cache hits, first occurrences sent to the model, in-batch repeats."""
+        keys = [cache_key(post.text, self.model.version, policy.version) for post, _ in posts]
+        found: dict[CacheKey, CachedScores] = {}
+        misses: dict[CacheKey, str] = {}  # first text of each missing key, in order
+        for key, (post, _) in zip(keys, posts, strict=True):
+            if key in found or key in misses:
+                continue
+            cached = self.cache.get(key)
+            if cached is not None:
+                found[key] = cached
+            else:
+                misses[key] = post.text
+        if misses:
+            fresh = await self._classify(list(misses.values()), wait)
+            for key, scores in zip(misses, fresh, strict=True):
+                self.cache.put(key, scores)
+                found[key] = scores
+        self.metrics.cache_entries.set(len(self.cache))
+
+        result: list[tuple[CachedScores, SmallModelRoute]] = []
+        sent: set[CacheKey] = set()
+        for key in keys:
+            if key in misses and key not in sent:
+                sent.add(key)
+                result.append((found[key], "slm"))
+            else:
+                result.append((found[key], "cache"))
+        hits = len(keys) - len(misses)
+        self.metrics.cache_lookups.labels("hit").inc(hits)
+        self.metrics.cache_lookups.labels("miss").inc(len(misses))
+        return result
+
+    async def _classify(self, texts: list[str], wait: Wait) -> list[Mapping[str, float]]:
+        failures = 0
+        while True:
+            started = time.perf_counter()
+            try:
+                scores = await self.classifier.classify(texts)
+            except BackendUnavailable as exc:
+                self.metrics.model_errors.labels("unavailable").inc()
+                self.metrics.backend_up.set(0)
+                delay = self.backoff.delay(failures)
+                failures += 1
+                log.warning("model backend unavailable (%s); holding %d posts, consumption paused, retry %d in "
+                            "%.1f s", exc, len(texts), failures, delay)
+                await wait(delay)
+                continue
+            self.metrics.model_latency.observe(time.perf_counter() - started)
+            self.metrics.batch_size.observe(len(texts))
+            self.metrics.backend_up.set(1)
+            if failures:
+                log.info("model backend is back after %d failed attempts; resuming", failures)
+            return list(scores)

@@ -1,0 +1,154 @@
+"""Helpers for the cascade's broker tests: a namespaced set of topics, a stream of posts, and an
+accounting of the outputs by post id (the no-loss promise is checked per id, never by totals)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+
+from pipeline import codec
+from pipeline.kafka import ensure_topics, make_consumer
+from pipeline.records import AdjudicationRequest, DeadLetter, Verdict
+from pipeline.settings import Settings, TopicNames
+from tests.kafka_helpers import unique
+
+REPO = Path(__file__).resolve().parents[1]
+
+TEXTS = [
+    "Good morning everyone, the farmers market opens at nine today.",
+    "WIN a free iPhone!!! click bit.ly/xyz now",
+    "You are a worthless idiot and everyone at school knows it.",
+    "DM me for explicit pics, 18+ only",
+    "I will find where you live and hurt you.",
+    "Does anyone know a good recipe for lentil soup?",
+    "Earn $5000 a week from home, no experience needed, limited spots",
+    "That referee should be fired, worst call I have ever seen.",
+]
+MALFORMED: tuple[bytes, ...] = (b'{"id": "bad", "text": ', b'{"text": "no id"}', b'{"id": "u", "text": "\xff\xfe"}',
+                                b'{"id": "e", "text": "   "}', b"[1, 2, 3]")
+
+
+async def cascade_settings(base: Settings, policy_path: Path, names: list[str], **worker: object) -> Settings:
+    """``base`` with its own prefixed topics (created now, recorded in ``names`` for deletion), the policy
+    file, short group sessions (quick rejoin after a kill) and the given worker settings."""
+    prefix = unique("cascade") + "-"
+    topics = TopicNames(prefix=prefix)
+    session = 2000 if base.uses_embedded_broker else 6000
+    settings = base.model_copy(update={
+        "topics": topics,
+        "policy_path": policy_path,
+        "metrics_port": 0,
+        "kafka": base.kafka.model_copy(update={"session_timeout_ms": session, "heartbeat_interval_ms": 200}),
+        "worker": base.worker.model_copy(update={"group_id": prefix + "classify", **worker}),
+    })
+    await ensure_topics(settings)
+    names.extend(topics.all().values())
+    return settings
+
+
+@dataclass
+class Stream:
+    """Posts to publish: valid ones by id, malformed ones by the offset-independent marker in their key."""
+
+    records: list[tuple[bytes, bytes]] = field(default_factory=list)  # (key, value)
+    valid_ids: set[str] = field(default_factory=set)
+    malformed_keys: set[str] = field(default_factory=set)
+
+
+def make_stream(n: int, *, malformed_every: int = 50, seed: int = 3, prefix: str = "p") -> Stream:
+    """``n`` records; one in ``malformed_every`` is malformed (keyed ``bad-<i>`` so it can be traced)."""
+    rng = random.Random(seed)
+    stream = Stream()
+    for i in range(n):
+        if i % malformed_every == malformed_every - 1:
+            key = f"bad-{prefix}{i}"
+            stream.records.append((key.encode(), MALFORMED[i % len(MALFORMED)]))
+            stream.malformed_keys.add(key)
+            continue
+        post_id = f"{prefix}{i}"
+        text = rng.choice(TEXTS) + ("" if rng.random() < 0.3 else f" #{rng.randrange(10_000)}")
+        stream.records.append((post_id.encode(), codec.dumps({"id": post_id, "text": text})))
+        stream.valid_ids.add(post_id)
+    return stream
+
+
+async def publish(producer: AIOKafkaProducer, topic: str, records: Sequence[tuple[bytes, bytes]],
+                  rate_per_s: float | None = None) -> None:
+    """Publish records (at ``rate_per_s`` when given) and wait for every acknowledgement."""
+    pending = []
+    started = time.monotonic()
+    for i, (key, value) in enumerate(records):
+        if rate_per_s is not None and (ahead := i / rate_per_s - (time.monotonic() - started)) > 0:
+            await asyncio.sleep(ahead)
+        pending.append(await producer.send(topic, value, key=key))
+    await asyncio.gather(*pending)
+
+
+@dataclass
+class Outputs:
+    verdicts: list[Verdict] = field(default_factory=list)
+    requests: list[AdjudicationRequest] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+    def ids(self) -> Counter[str]:
+        """How many outputs each valid post id got (a verdict or an adjudication request)."""
+        return Counter([v.post_id for v in self.verdicts] + [r.post.id for r in self.requests])
+
+    def dead_keys(self) -> Counter[str]:
+        return Counter(d.original_key or "" for d in self.dead_letters)
+
+    def complete(self, stream: Stream) -> bool:
+        return stream.valid_ids <= set(self.ids()) and stream.malformed_keys <= set(self.dead_keys())
+
+
+async def collect(settings: Settings, stream: Stream, *, timeout_s: float, quiet_s: float = 1.0) -> Outputs:
+    """Read verdicts, adjudication and dead-letter from the start until every post of ``stream`` has an
+    output (then ``quiet_s`` more, so duplicates show up) or ``timeout_s`` passes."""
+    topics = settings.topics.all()
+    consumer = make_consumer(settings, topics["verdicts"], topics["adjudication"], topics["dead_letter"],
+                             group_id=None)
+    await consumer.start()
+    out = Outputs()
+    deadline = time.monotonic() + timeout_s
+    done_at: float | None = None
+    try:
+        while time.monotonic() < deadline and (done_at is None or time.monotonic() < done_at + quiet_s):
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                for m in records:
+                    assert m.value is not None
+                    if m.topic == topics["verdicts"]:
+                        out.verdicts.append(codec.decode(m.value, Verdict))
+                    elif m.topic == topics["adjudication"]:
+                        out.requests.append(codec.decode(m.value, AdjudicationRequest))
+                    else:
+                        out.dead_letters.append(codec.decode(m.value, DeadLetter))
+            if done_at is None and out.complete(stream):
+                done_at = time.monotonic()
+    finally:
+        await consumer.stop()
+    return out
+
+
+def assert_accounted(stream: Stream, out: Outputs, *, duplicates_allowed: bool) -> None:
+    """Every valid post has a verdict or an adjudication request, every malformed record one dead letter,
+    and nothing else came out; checked id by id."""
+    ids, dead = out.ids(), out.dead_keys()
+    missing = sorted(stream.valid_ids - set(ids))
+    assert not missing, f"{len(missing)} posts have no output, e.g. {missing[:5]}"
+    assert set(ids) == stream.valid_ids, f"outputs for unknown posts: {sorted(set(ids) - stream.valid_ids)[:5]}"
+    missing_dead = sorted(stream.malformed_keys - set(dead))
+    assert not missing_dead, f"malformed records without a dead letter: {missing_dead[:5]}"
+    assert set(dead) == stream.malformed_keys
+    if not duplicates_allowed:
+        assert max(ids.values()) == 1, f"duplicates: {[i for i, c in ids.items() if c > 1][:5]}"
+        assert max(dead.values()) == 1
+    verdict_ids = Counter(v.verdict_id for v in out.verdicts)
+    by_post = {v.post_id: v.verdict_id for v in out.verdicts}
+    assert len(verdict_ids) == len(by_post), "a post's duplicate verdicts must share one verdict_id"
