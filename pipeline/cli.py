@@ -131,11 +131,21 @@ def _log_level_from_settings() -> None:
 
 
 @app.command()
-def run() -> None:
-    """The main job on the embedded default: broker, topics, sample posts through the pipeline, a summary."""
-    from pipeline.runtime import run_main_job
+def run(
+    posts: Annotated[int, typer.Option(help="demo posts to stream")] = 3000,
+    rate: Annotated[float, typer.Option(help="posts per second offered (the CPU model serves ~300/s)")] = 150.0,
+    keep: Annotated[bool, typer.Option(help="keep broker, model server and worker up afterwards, until Ctrl-C")]
+    = False,
+    out: Annotated[Path, typer.Option(help="where the run's verdicts, escalations and dead letters are written")]
+    = Path("runs/latest"),
+) -> None:
+    """The main job on the embedded default: demo model, broker, model server, classify worker, a stream of
+    posts and a live summary (posts/s, decisions, escalations, cache hits, latency, cost)."""
+    from pipeline.mainjob import MainJobOptions, run_main_job
 
-    asyncio.run(run_main_job(console))
+    summary = asyncio.run(run_main_job(console, MainJobOptions(posts=posts, rate_per_s=rate, keep=keep, out=out)))
+    if summary.records < posts:
+        raise typer.Exit(1)
 
 
 def _configure_logging() -> None:

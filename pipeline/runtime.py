@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TextIO
 
 from rich.console import Console
-from rich.table import Table
 
 from pipeline import codec
 from pipeline.errors import SettingsError
@@ -22,8 +21,6 @@ from pipeline.kafka.broker import EmbeddedBroker
 from pipeline.kafka.clients import make_consumer, make_producer, start_client
 from pipeline.kafka.topics import ensure_topics
 from pipeline.settings import Settings, load_settings
-
-SAMPLE_POSTS = Path(__file__).parent / "data" / "sample_posts.jsonl"
 
 
 @contextlib.asynccontextmanager
@@ -205,58 +202,6 @@ async def tail_topic(topic: str, *, limit: int | None, follow: bool, out: TextIO
                     shown += 1
     finally:
         await consumer.stop()
-
-
-async def run_main_job(console: Console) -> None:
-    """Foundation main job: broker → topics → sample posts → echo worker (intake, dead letters) → summary."""
-    from pipeline.policy import load_policy
-    from workers.echo import echo
-
-    stop_on_sigterm()
-    settings = load_settings()
-    policy = load_policy(settings.policy_path)
-    console.print(f"policy [bold]{policy.name}[/] version {policy.version} ({settings.policy_path})")
-    async with kafka_up(settings, console):
-        topics = settings.topics.all()
-        produced = await produce_file(SAMPLE_POSTS, "posts")
-        console.print(f"published {produced} sample records to [bold]{topics['posts']}[/]")
-        consumer = make_consumer(settings, topics["posts"], group_id="modcascade-echo")
-        producer = make_producer(settings)
-        await start_client(consumer, settings, "echo consumer")
-        try:
-            await start_client(producer, settings, "echo producer")
-        except BaseException:
-            await consumer.stop()
-            raise
-        try:
-            report = await echo(consumer, producer, dead_letter_topic=topics["dead_letter"],
-                                max_text_bytes=settings.max_text_bytes, expected=produced)
-        finally:
-            await consumer.stop()
-            await producer.stop()
-        _print_report(console, report, topics)
-
-
-def _print_report(console: Console, report: object, topics: dict[str, str]) -> None:
-    from workers.echo import EchoReport
-
-    assert isinstance(report, EchoReport)
-    table = Table(title=f"first posts read back from '{topics['posts']}'")
-    table.add_column("id")
-    table.add_column("text")
-    for post in report.posts[:8]:
-        table.add_row(post.id, post.text if len(post.text) <= 70 else post.text[:67] + "...")
-    console.print(table)
-    dl = Table(title=f"dead letters published to '{topics['dead_letter']}'")
-    for col in ("offset", "reason", "message"):
-        dl.add_column(col)
-    for d in report.dead_letters:
-        dl.add_row(str(d.source_offset), d.reason, d.message[:80])
-    console.print(dl)
-    rate = report.total / report.seconds if report.seconds else 0.0
-    console.print(f"{report.total} records in {report.seconds:.2f} s ({rate:,.0f}/s): {len(report.posts)} valid posts, "
-                  f"{len(report.dead_letters)} dead letters {dict(report.reasons())}")
-    console.print("Next stages add the classifier, verdicts and adjudication to this path (see README, Roadmap).")
 
 
 def _topic(settings: Settings, name: str) -> str:

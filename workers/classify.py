@@ -65,7 +65,8 @@ async def run_classify_worker(
     """Run until ``stop`` is set (the batch in progress is committed first) or a fatal error is raised.
 
     ``classifier`` defaults to :func:`build_classifier`; one passed in is not closed here. ``metrics``
-    defaults to the process registry (served on ``settings.metrics_port`` by the caller).
+    defaults to the process registry (served on ``settings.metrics_port`` by the caller). ``on_ready`` is
+    called once the consumer group has assigned this worker its partitions.
     """
     metrics = metrics or Metrics.create()
     owned = classifier is None
@@ -90,7 +91,7 @@ async def run_classify_worker(
         await start_client(producer, settings, "classify producer")
         try:
             await start_client(consumer, settings, "classify consumer")
-            loop = StreamLoop(consumer, producer, stage, topics, metrics=metrics,
+            loop = StreamLoop(consumer, producer, stage, topics, metrics=metrics, on_assigned=on_ready,
                               batching=Batching(w.batch_max_posts, w.batch_max_wait_ms / 1000))
             log.info("classify worker: %s (%s) on %s, policy %s %s, group %s", classifier.model_name,
                      classifier.model_version, classifier.backend, store.current.name, store.current.version,
@@ -102,8 +103,6 @@ async def run_classify_worker(
                 async with asyncio.TaskGroup() as group:
                     group.create_task(store.watch(watch_stop), name="policy-watch")
                     try:
-                        if on_ready is not None:
-                            on_ready()
                         await loop.run(stop)
                     finally:
                         watch_stop.set()

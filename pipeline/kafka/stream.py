@@ -75,7 +75,8 @@ class Batching:
 
 class StreamLoop:
     """Runs ``processor`` over the records of ``consumer`` (started, subscribed, auto-commit off) and
-    publishes its outputs with ``producer`` (started, acks=all) to ``topics[role]``."""
+    publishes its outputs with ``producer`` (started, acks=all) to ``topics[role]``. ``on_assigned`` is called
+    once, when the group first hands this consumer partitions (the worker is then really ready)."""
 
     def __init__(
         self,
@@ -86,8 +87,10 @@ class StreamLoop:
         *,
         batching: Batching,
         metrics: Metrics | None = None,
+        on_assigned: Callable[[], None] | None = None,
     ) -> None:
         self.consumer = consumer
+        self._on_assigned = on_assigned
         self.producer = producer
         self.processor = processor
         self.topics = dict(topics)
@@ -129,6 +132,9 @@ class StreamLoop:
             else:
                 timeout = max(0.0, deadline - time.monotonic())
             fetched = await self.consumer.getmany(timeout_ms=int(timeout * 1000), max_records=limit - len(batch))
+            if self._on_assigned is not None and self.consumer.assignment():
+                self._on_assigned()
+                self._on_assigned = None
             for records in fetched.values():
                 batch.extend(records)
             if batch and deadline is None:

@@ -1,0 +1,260 @@
+"""The main job (``modcascade run``, ``make run``): the whole classify path on one machine, live.
+
+    1. the demo model, trained from the seed corpus if MODCASCADE_MODEL_DIR holds none (~2 min, once)
+    2. the embedded broker (or the configured Kafka) with the topics, and the vLLM model server
+    3. the classify worker, the same code as ``modcascade worker classify``
+    4. a stream of demo posts (spam waves and malformed records included) published at a steady rate
+    5. a live summary read back from the output topics, then where the verdicts are
+
+The summary is computed from what reached the topics, not from the worker's counters: it shows what a
+downstream consumer would see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer
+from prometheus_client import REGISTRY
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from pipeline import codec
+from pipeline.kafka.clients import make_consumer, make_producer, start_client
+from pipeline.metrics import Metrics, serve
+from pipeline.policy import load_policy
+from pipeline.records import AdjudicationRequest, DeadLetter, Record, Verdict
+from pipeline.settings import Settings, load_settings
+from pipeline.summary import RunSummary
+
+RUN_DIR = Path("runs/latest")
+
+
+@dataclass(frozen=True)
+class MainJobOptions:
+    posts: int = 3000
+    rate_per_s: float = 150.0
+    """Offered load; the CPU model serves ~300 posts/s on 2 cores, so this is about half its capacity."""
+    out: Path = RUN_DIR
+    """Where the run's verdicts, escalations and dead letters are written as JSONL."""
+    keep: bool = False
+    """Keep broker, model server and worker up after the stream, until Ctrl-C."""
+    timeout_s: float = 300.0
+
+
+async def run_main_job(console: Console, options: MainJobOptions) -> RunSummary:
+    from pipeline.demo import demo_stream, ensure_demo_model
+    from pipeline.runtime import kafka_up, stop_on_sigterm
+    from pipeline.serving import ModelServer
+    from workers.classify import run_classify_worker
+
+    stop_on_sigterm()
+    settings = load_settings()
+    ensure_demo_model(settings.model.dir, console, policy_path=settings.policy_path)
+    policy = load_policy(settings.policy_path)
+    console.print(f"policy [bold]{policy.name}[/] version {policy.version} ({settings.policy_path})")
+
+    options.out.mkdir(parents=True, exist_ok=True)
+    server = ModelServer(settings.model.dir, port=0, max_model_len=max(256, settings.model.max_length),
+                         log_path=options.out / "model-server.log")
+    console.print(f"starting the vLLM model server on {settings.model.dir} (~40 s; log: {server.log_path})")
+    starting = asyncio.create_task(asyncio.to_thread(server.start))
+    try:
+        async with kafka_up(settings, console):
+            await starting
+            console.print(f"model [bold]{server.model_name}[/] ({server.info.version}) served at {server.url}")
+            settings = _with_server(settings, server.url)
+            metrics_note = _serve_metrics(settings)
+            stop, ready = asyncio.Event(), asyncio.Event()
+            worker = asyncio.create_task(run_classify_worker(settings, stop, metrics=Metrics.create(),
+                                                             on_ready=ready.set), name="classify-worker")
+            try:
+                await _until_ready(worker, ready)
+                summary = await _stream_and_watch(console, settings, options, demo_stream(options.posts), worker,
+                                                  metrics_note)
+                if options.keep:
+                    _print_keep(console, settings)
+                    await asyncio.Event().wait()
+            finally:
+                stop.set()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait_for(worker, timeout=30)
+    finally:
+        if not starting.done():
+            starting.cancel()
+        await asyncio.to_thread(server.stop)
+    return summary
+
+
+async def _until_ready(worker: asyncio.Task[object], ready: asyncio.Event) -> None:
+    waiting = asyncio.create_task(ready.wait())
+    await asyncio.wait({worker, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    if not ready.is_set():
+        worker.result()  # raises the worker's error
+        raise RuntimeError("the classify worker stopped before it was ready")
+
+
+def _with_server(settings: Settings, url: str) -> Settings:
+    """Point the worker at the server started here. On the embedded broker (one machine, one worker) a short
+    group session makes the worker's first join take ~1 s instead of ~5 s (tansu waits half a session)."""
+    model = settings.model.model_copy(update={"server_url": url, "backend": "vllm-http"})
+    update: dict[str, object] = {"model": model}
+    if settings.uses_embedded_broker:
+        update["kafka"] = settings.kafka.model_copy(update={"session_timeout_ms": 2000, "heartbeat_interval_ms": 300})
+    return settings.model_copy(update=update)
+
+
+def _serve_metrics(settings: Settings) -> str:
+    if not settings.metrics_port:
+        return ""
+    try:
+        serve(settings.metrics_port, REGISTRY)
+    except OSError:
+        return f"(port {settings.metrics_port} busy: no metrics endpoint)"
+    return f"metrics: http://127.0.0.1:{settings.metrics_port}/metrics"
+
+
+async def _stream_and_watch(console: Console, settings: Settings, options: MainJobOptions, records: list[bytes],
+                            worker: asyncio.Task[object], metrics_note: str) -> RunSummary:
+    policy = load_policy(settings.policy_path)
+    summary = RunSummary(policy)
+    topics = settings.topics.all()
+    roles = {topics[role]: role for role in ("verdicts", "adjudication", "dead_letter")}
+    async with _outputs(settings) as consumer, _sinks(options.out) as sinks:
+        started = time.monotonic()
+        publishing = asyncio.create_task(_publish(settings, topics["posts"], records, options.rate_per_s))
+        try:
+            with Live(_render(summary, len(records), 0.0, metrics_note), console=console, refresh_per_second=4,
+                      transient=False) as live:
+                while summary.records < len(records):
+                    if worker.done():
+                        worker.result()  # a dead worker stops the job loudly
+                        raise RuntimeError("the classify worker stopped before the stream was done")
+                    if time.monotonic() - started > options.timeout_s:
+                        console.print(f"[red]timed out after {options.timeout_s:.0f} s with "
+                                      f"{len(records) - summary.records} records unaccounted for[/]")
+                        break
+                    for batch in (await consumer.getmany(timeout_ms=250)).values():
+                        for message in batch:
+                            record = _decode(message.topic, message.value or b"", topics)
+                            summary.add(record)
+                            sinks[roles[message.topic]].write(message.value or b"")
+                    live.update(_render(summary, len(records), time.monotonic() - started, metrics_note))
+            await publishing
+        finally:
+            publishing.cancel()
+    console.print()
+    _print_footer(console, summary, settings, options.out)
+    return summary
+
+
+async def _publish(settings: Settings, topic: str, records: list[bytes], rate_per_s: float) -> None:
+    producer = make_producer(settings)
+    await start_client(producer, settings, "demo producer")
+    try:
+        pending = []
+        started = time.monotonic()
+        for i, value in enumerate(records):
+            if (ahead := i / rate_per_s - (time.monotonic() - started)) > 0:
+                await asyncio.sleep(ahead)
+            pending.append(await producer.send(topic, value, key=f"demo-{i}".encode()))
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+@contextlib.asynccontextmanager
+async def _outputs(settings: Settings) -> AsyncIterator[AIOKafkaConsumer]:
+    topics = settings.topics.all()
+    consumer = make_consumer(settings, topics["verdicts"], topics["adjudication"], topics["dead_letter"],
+                             group_id=None, auto_offset_reset="latest")
+    await start_client(consumer, settings, "summary consumer")
+    try:
+        # Pin the start at the current end of each output topic before any post is published: on a
+        # configured Kafka the topics hold earlier runs' outputs, which this summary must not count.
+        async with asyncio.timeout(30):
+            while not consumer.assignment():
+                await asyncio.sleep(0.05)
+        for tp in consumer.assignment():
+            await consumer.position(tp)
+        yield consumer
+    finally:
+        await consumer.stop()
+
+
+class _Sink:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lines = 0
+        self._file = path.open("wb")
+
+    def write(self, value: bytes) -> None:
+        self._file.write(value + b"\n")
+        self.lines += 1
+
+    def close(self) -> None:
+        self._file.close()
+
+
+@contextlib.asynccontextmanager
+async def _sinks(out: Path) -> AsyncIterator[dict[str, _Sink]]:
+    sinks = {role: _Sink(out / f"{role.replace('_', '-')}.jsonl") for role in ("verdicts", "adjudication",
+                                                                                       "dead_letter")}
+    try:
+        yield sinks
+    finally:
+        for sink in sinks.values():
+            sink.close()
+
+
+def _decode(topic: str, value: bytes, topics: dict[str, str]) -> Record:
+    if topic == topics["verdicts"]:
+        return codec.decode(value, Verdict)
+    if topic == topics["adjudication"]:
+        return codec.decode(value, AdjudicationRequest)
+    return codec.decode(value, DeadLetter)
+
+
+def _render(summary: RunSummary, total: int, elapsed: float, metrics_note: str) -> Group:
+    table = Table(title="modcascade: live", show_header=False, min_width=60)
+    table.add_column(style="bold")
+    table.add_column()
+    rate = summary.records / elapsed if elapsed else 0.0
+    table.add_row("records", f"{summary.records:,} of {total:,} ({rate:,.0f}/s)")
+    table.add_row("decisions", ", ".join(f"{k} {v:,}" for k, v in summary.decisions.most_common()) or "-")
+    table.add_row("blocked / reviewed for", ", ".join(f"{k} {v:,}" for k, v in summary.categories.most_common())
+                  or "-")
+    table.add_row("escalated to the frontier", f"{summary.escalations.total():,} ({summary.escalation_rate:.1%}): "
+                  + ", ".join(f"{k} {v:,}" for k, v in summary.escalations.most_common()))
+    table.add_row("cache hits", f"{summary.routes['cache']:,} ({summary.cache_hit_rate:.1%} of verdicts)")
+    table.add_row("dead letters", ", ".join(f"{k} {v:,}" for k, v in summary.dead_letters.most_common()) or "0")
+    p50, p99 = summary.latency_ms(50), summary.latency_ms(99)
+    table.add_row("latency p50 / p99", f"{p50:,.0f} ms / {p99:,.0f} ms" if p50 is not None and p99 is not None
+                  else "-")
+    saved = 1 - summary.cascade_usd / summary.all_frontier_usd if summary.all_frontier_usd else 0.0
+    table.add_row("estimated cost", f"${summary.cascade_usd:,.4f} vs ${summary.all_frontier_usd:,.4f} all-frontier "
+                  f"({saved:.1%} saved)")
+    if summary.duplicates:
+        table.add_row("duplicates (de-duplicated)", f"{summary.duplicates:,}")
+    return Group(table, metrics_note) if metrics_note else Group(table)
+
+
+def _print_footer(console: Console, summary: RunSummary, settings: Settings, out: Path) -> None:
+    topics = settings.topics.all()
+    console.print(f"verdicts written to [bold]{out / 'verdicts.jsonl'}[/], escalations to "
+                  f"[bold]{out / 'adjudication.jsonl'}[/], dead letters to [bold]{out / 'dead-letter.jsonl'}[/]")
+    console.print(f"live, they are the topics {topics['verdicts']}, {topics['adjudication']} and "
+                  f"{topics['dead_letter']}: `modcascade run --keep` keeps everything up so that "
+                  "`modcascade produce FILE` and `modcascade tail verdicts` work from another terminal")
+
+
+def _print_keep(console: Console, settings: Settings) -> None:
+    console.print(f"still running (broker {settings.bootstrap}, model server {settings.model.server_url}); "
+                  "try `modcascade produce pipeline/data/sample_posts.jsonl` and `modcascade tail verdicts --follow` "
+                  "in another terminal. Ctrl-C to stop.")
