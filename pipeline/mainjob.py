@@ -30,6 +30,7 @@ from pipeline.kafka.clients import make_consumer, make_producer, start_client
 from pipeline.metrics import Metrics, serve
 from pipeline.policy import load_policy
 from pipeline.records import AdjudicationRequest, DeadLetter, Record, Verdict
+from pipeline.runtime import key_of
 from pipeline.settings import Settings, load_settings
 from pipeline.summary import RunSummary
 
@@ -163,7 +164,7 @@ async def _publish(settings: Settings, topic: str, records: list[bytes], rate_pe
         for i, value in enumerate(records):
             if (ahead := i / rate_per_s - (time.monotonic() - started)) > 0:
                 await asyncio.sleep(ahead)
-            pending.append(await producer.send(topic, value, key=f"demo-{i}".encode()))
+            pending.append(await producer.send(topic, value, key=key_of(value)))
         await asyncio.gather(*pending)
     finally:
         await producer.stop()

@@ -173,7 +173,7 @@ async def produce_file(file: Path, topic: str | None) -> int:
                 value = line.rstrip(b"\r\n")
                 if not value.strip():
                     continue
-                sends.append(await producer.send(target, value, key=_key_of(value)))
+                sends.append(await producer.send(target, value, key=key_of(value)))
                 count += 1
         await asyncio.gather(*sends)
     finally:
@@ -210,7 +210,7 @@ def _topic(settings: Settings, name: str) -> str:
     return roles.get(name.replace("-", "_"), name)
 
 
-def _key_of(value: bytes) -> bytes | None:
+def key_of(value: bytes) -> bytes | None:
     try:
         obj = codec.loads(value)
     except Exception:  # an unreadable line is still published; the worker dead-letters it

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from pipeline import codec
-from pipeline.records import DeadLetter, Post
+from pipeline.demo import demo_stream
+from pipeline.errors import DecodeError
+from pipeline.records import AdjudicationRequest, DeadLetter, Post, Verdict
 from pipeline.settings import Settings
 from tests.kafka_helpers import unique
 
@@ -34,18 +36,34 @@ def cli_env(kafka_settings: Settings) -> dict[str, str]:
     return env
 
 
-def test_run_pushes_the_sample_stream_through_intake_and_dead_letters_the_bad_lines(cli_env: dict[str, str]) -> None:
-    result = modcascade("run", env=cli_env)
-    assert result.returncode == 0, result.stderr
-    assert "57 valid posts, 3 dead letters" in result.stdout
-    assert "policy default version" in result.stdout
+def test_run_streams_posts_through_the_real_model_and_accounts_for_every_one(
+    cli_env: dict[str, str], minilm_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    env = {**cli_env, "MODCASCADE_MODEL_DIR": str(minilm_dir), "MODCASCADE_METRICS_PORT": "0"}
+    result = modcascade("run", "--posts", "300", "--rate", "300", "--out", str(out), env=env, timeout=240)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "300 of 300" in result.stdout
+    assert "policy default version" in result.stdout and "latency p50 / p99" in result.stdout
 
-    tailed = modcascade("tail", "dead-letter", env=cli_env)
-    assert tailed.returncode == 0, tailed.stderr
-    letters = [codec.decode(line, DeadLetter) for line in tailed.stdout.splitlines()]
-    assert sorted(d.reason for d in letters) == ["empty_text", "invalid_json", "invalid_record"]
-    assert all(d.stage == "echo.intake" and d.source_topic == cli_env["MODCASCADE_TOPIC_PREFIX"] + "posts"
+    expected = demo_stream(300)
+    valid = {codec.loads(v)["id"] for v in expected if _is_post(v)}
+    verdicts = [codec.decode(line, Verdict) for line in (out / "verdicts.jsonl").read_bytes().splitlines()]
+    requests = [codec.decode(line, AdjudicationRequest)
+                for line in (out / "adjudication.jsonl").read_bytes().splitlines()]
+    letters = [codec.decode(line, DeadLetter) for line in (out / "dead-letter.jsonl").read_bytes().splitlines()]
+    assert {v.post_id for v in verdicts} | {r.post.id for r in requests} == valid
+    assert len(letters) == len(expected) - len(valid) > 0
+    assert all(d.stage == "classify.intake" and d.source_topic == cli_env["MODCASCADE_TOPIC_PREFIX"] + "posts"
                for d in letters)
+
+
+def _is_post(value: bytes) -> bool:
+    try:
+        codec.decode(value, Post)
+    except DecodeError:
+        return False
+    return True
 
 
 def test_produce_then_tail_returns_the_lines_byte_for_byte(cli_env: dict[str, str], tmp_path: Path) -> None:
