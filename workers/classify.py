@@ -17,6 +17,7 @@ partitions of ``posts`` over them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from pipeline.backends import Classifier, make_classifier
 from pipeline.backends.base import LabelMap
 from pipeline.cascade.cache import ScoreCache
 from pipeline.cascade.stage import ClassifyStage
+from pipeline.errors import BackendUnavailable
 from pipeline.kafka.clients import make_consumer, make_producer, start_client
 from pipeline.kafka.stream import Batching, StreamLoop
 from pipeline.metrics import Metrics
@@ -71,19 +73,21 @@ async def run_classify_worker(
     metrics = metrics or Metrics.create()
     owned = classifier is None
     classifier = classifier or build_classifier(settings)
+    w = settings.worker
+    backoff = Backoff(w.backoff_base_s, w.backoff_max_s)
     try:
-        await classifier.check()
+        if not await _wait_for_backend(classifier, backoff, stop):
+            return WorkerReport(0, 0)
         labels = classifier.labels
 
         def fits_model(policy: Policy) -> None:  # a hot-reloaded taxonomy must still match the served model
             LabelMap.for_policy(labels, policy)
 
         store = PolicyStore(settings.policy_path, metrics, accept=fits_model)
-        w = settings.worker
         stage = ClassifyStage(
             classifier, lambda: store.current,
             cache=ScoreCache(w.cache_entries, w.cache_ttl_s), metrics=metrics,
-            max_text_bytes=settings.max_text_bytes, backoff=Backoff(w.backoff_base_s, w.backoff_max_s),
+            max_text_bytes=settings.max_text_bytes, backoff=backoff,
         )
         topics = settings.topics.all()
         consumer = make_consumer(settings, topics["posts"], group_id=w.group_id)
@@ -115,3 +119,21 @@ async def run_classify_worker(
     finally:
         if owned:
             await classifier.aclose()
+
+
+async def _wait_for_backend(classifier: Classifier, backoff: Backoff, stop: asyncio.Event) -> bool:
+    """The startup check, retried while the backend is unreachable (a model server that is still starting or
+    rolling over is not a reason to crash); any other failure (wrong model served) is raised. False if
+    ``stop`` was set first."""
+    failures = 0
+    while not stop.is_set():
+        try:
+            await classifier.check()
+            return True
+        except BackendUnavailable as exc:
+            delay = backoff.delay(failures)
+            failures += 1
+            log.warning("model backend not reachable yet (%s); checking again in %.1f s", exc, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+    return False

@@ -53,6 +53,10 @@ class Outgoing:
     record: Record
 
 
+class _Abandoned(Exception):
+    """Stop was asked for while the processor was backing off: the batch is dropped uncommitted."""
+
+
 class BatchProcessor:
     """What a worker plugs into :class:`StreamLoop` (a base class with no-op hooks)."""
 
@@ -97,15 +101,24 @@ class StreamLoop:
         self.batching = batching
         self.metrics = metrics
         self._held: list[ConsumerRecord[bytes, bytes]] = []  # read while paused; first in the next batch
+        self._stop: asyncio.Event | None = None
         self.batches = 0
         self.records = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Process batches until ``stop`` is set; the batch in progress is finished and committed first."""
+        """Process batches until ``stop`` is set; the batch in progress is finished and committed first,
+        unless the processor is backing off (its backend is down): that batch is left uncommitted, for the
+        group to re-read, so a stop never waits on an outage."""
+        self._stop = stop
         while not stop.is_set():
             batch = await self._gather(stop)
             if batch:
-                await self.run_batch(batch)
+                try:
+                    await self.run_batch(batch)
+                except _Abandoned:
+                    log.warning("stopped while waiting for a backend: %d records left uncommitted, to be re-read",
+                                len(batch))
+                    return
 
     async def run_batch(self, batch: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         raws = [RawRecord(m.value, m.key, m.topic, m.partition, m.offset, m.timestamp) for m in batch]
@@ -153,6 +166,8 @@ class StreamLoop:
         started = time.monotonic()
         deadline = started + seconds
         while (left := deadline - time.monotonic()) > 0:
+            if self._stop is not None and self._stop.is_set():
+                raise _Abandoned
             fetched = await self.consumer.getmany(timeout_ms=int(min(left, 1.0) * 1000) or 1)
             for records in fetched.values():
                 self._held.extend(records)

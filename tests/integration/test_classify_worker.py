@@ -145,3 +145,39 @@ async def test_a_model_outage_pauses_consumption_and_loses_nothing(
     assert_accounted(stream, out, duplicates_allowed=False)
     assert worker.value("modcascade_backend_up") == 1
     assert worker.value("modcascade_backpressure_seconds_total") > 0
+
+
+async def test_stopping_during_an_outage_leaves_the_batch_to_be_re_read(
+    settings: Settings, producer_factory: ProducerFactory, worker_factory: type[Worker]
+) -> None:
+    down = FakeClassifier(LABELS)
+    first = worker_factory(settings, down)
+    await asyncio.wait_for(first.ready.wait(), 30)
+    down.down = True
+    stream = make_stream(100, malformed_every=25)
+    await publish(await producer_factory(), settings.topics.all()["posts"], stream.records)
+    async with asyncio.timeout(15):
+        while first.value("modcascade_model_errors_total", kind="unavailable") < 1:
+            await asyncio.sleep(0.05)
+
+    first.stop.set()  # does not wait for the model to come back
+    await asyncio.wait_for(first.task, timeout=10)
+
+    worker_factory(settings, FakeClassifier(LABELS))  # the same group re-reads the uncommitted batch
+    out = await collect(settings, stream, timeout_s=60)
+    assert_accounted(stream, out, duplicates_allowed=False)
+
+
+async def test_a_worker_started_before_its_model_server_waits_for_it(
+    settings: Settings, producer_factory: ProducerFactory, worker_factory: type[Worker]
+) -> None:
+    classifier = FakeClassifier(LABELS)
+    classifier.down = True
+    worker = worker_factory(settings, classifier)
+    await asyncio.sleep(1.0)
+    assert not worker.task.done(), "the worker must wait for the model server, not crash"
+    classifier.down = False
+    await asyncio.wait_for(worker.ready.wait(), 30)
+    stream = make_stream(50, malformed_every=25)
+    await publish(await producer_factory(), settings.topics.all()["posts"], stream.records)
+    assert_accounted(stream, await collect(settings, stream, timeout_s=30), duplicates_allowed=False)
