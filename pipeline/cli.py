@@ -213,12 +213,17 @@ def serve_model(
 @app.command()
 def bench(
     model: Annotated[Path | None, typer.Option(help="model directory; default MODCASCADE_MODEL_DIR")] = None,
-    posts: Annotated[int, typer.Option(help="posts per measurement")] = 512,
-    batch_sizes: Annotated[str, typer.Option(help="comma-separated")] = "1,8,32,128,512",
-    backends: Annotated[str, typer.Option(help="comma-separated")] = "transformers,vllm-local,vllm-http",
+    posts: Annotated[int, typer.Option(help="posts per measurement (classify suite)")] = 512,
+    batch_sizes: Annotated[str, typer.Option(help="comma-separated (classify suite)")] = "1,8,32,128,512",
+    backends: Annotated[str, typer.Option(help="comma-separated (classify suite)")]
+    = "transformers,vllm-local,vllm-http",
     write: Annotated[bool, typer.Option(help="write the tables into BENCHMARKS.md")] = True,
+    suites: Annotated[str, typer.Option(help="comma-separated: classify (throughput per backend and batch size), "
+                                        "pipeline (the worker end to end: ceiling, vs raw backend, latency)")]
+    = "classify,pipeline",
 ) -> None:
-    """Measure classification throughput per backend and batch size against vLLM's offline LLM.classify."""
+    """Measure classification throughput per backend and batch size against vLLM's offline LLM.classify, and the
+    classify worker end to end (its ceiling, pipeline vs raw backend, latency at half capacity)."""
     from pipeline.bench.command import run_bench
     from pipeline.settings import load_settings
 
@@ -226,7 +231,7 @@ def bench(
     asyncio.run(run_bench(console, model_dir=model or settings.model.dir, policy_path=settings.policy_path,
                           n_posts=posts, batch_sizes=[int(b) for b in batch_sizes.split(",")],
                           backends=[b.strip() for b in backends.split(",")], max_length=settings.model.max_length,
-                          write=write))
+                          write=write, suites=[s.strip() for s in suites.split(",") if s.strip()], settings=settings))
 
 
 def main() -> None:

@@ -1,4 +1,8 @@
-"""`modcascade bench`: run the benchmarks and write their tables into BENCHMARKS.md."""
+"""`modcascade bench`: run the benchmark suites and write their tables into BENCHMARKS.md.
+
+    classify   raw classification throughput per backend and batch size (pipeline/bench/classify.py)
+    pipeline   the classify worker end to end: ceiling, vs raw backend, latency (pipeline/bench/pipeline.py)
+"""
 
 from __future__ import annotations
 
@@ -9,31 +13,66 @@ from pathlib import Path
 from rich.console import Console
 
 from pipeline.bench import classify, report
+from pipeline.errors import ConfigError
 from pipeline.policy import Policy, load_policy
+from pipeline.settings import Settings
 
 BENCHMARKS_MD = Path("BENCHMARKS.md")
+SUITES = ("classify", "pipeline")
 
 
 async def run_bench(console: Console, *, model_dir: Path, policy_path: Path, n_posts: int,
-                    batch_sizes: Sequence[int], backends: Sequence[str], max_length: int, write: bool) -> None:
+                    batch_sizes: Sequence[int], backends: Sequence[str], max_length: int, write: bool,
+                    suites: Sequence[str] = SUITES, settings: Settings | None = None) -> None:
+    if unknown := sorted(set(suites) - set(SUITES)):
+        raise ConfigError(f"unknown bench suite {', '.join(unknown)}: use {', '.join(SUITES)}")
     policy = load_policy(policy_path)
     with tempfile.TemporaryDirectory(prefix="modcascade-bench-") as scratch:
-        model = model_dir
-        if not (model_dir / "config.json").exists():
-            model = Path(scratch) / "untrained-minilm"
-            console.print(f"no model at {model_dir}: measuring an untrained MiniLM classifier for {policy.name}'s "
-                          "taxonomy (throughput depends on the architecture, not the weights)")
-            _untrained_classifier(policy, model)
-        console.print(f"classification throughput: {', '.join(backends)} at batch sizes "
-                      f"{', '.join(map(str, batch_sizes))} on {n_posts} posts (this takes a few minutes)")
-        rows = await classify.run(model, policy, n_posts=n_posts, batch_sizes=batch_sizes, backends=backends,
-                                  max_length=max_length)
-    table = classify.render_markdown(rows, machine=report.machine(), date=report.today(),
-                                     model=model_dir.name if model == model_dir else "untrained MiniLM-L6 head",
+        model, label = bench_model(console, policy, model_dir, Path(scratch))
+        if "classify" in suites:
+            await _classify_suite(console, model, label, policy, n_posts=n_posts, batch_sizes=batch_sizes,
+                                  backends=backends, max_length=max_length, write=write)
+        if "pipeline" in suites:
+            await _pipeline_suite(console, model, label, policy_path, settings=settings, write=write)
+
+
+def bench_model(console: Console, policy: Policy, model_dir: Path, scratch: Path) -> tuple[Path, str]:
+    """The model to measure and its name in the tables: ``model_dir``, or an untrained MiniLM classifier for the
+    policy's taxonomy built under ``scratch`` when there is no model there."""
+    if (model_dir / "config.json").exists():
+        return model_dir, model_dir.name
+    model = scratch / "untrained-minilm"
+    console.print(f"no model at {model_dir}: measuring an untrained MiniLM classifier for {policy.name}'s "
+                  "taxonomy (throughput depends on the architecture, not the weights)")
+    _untrained_classifier(policy, model)
+    return model, "untrained MiniLM-L6 head"
+
+
+async def _classify_suite(console: Console, model: Path, label: str, policy: Policy, *, n_posts: int,
+                          batch_sizes: Sequence[int], backends: Sequence[str], max_length: int, write: bool) -> None:
+    console.print(f"classification throughput: {', '.join(backends)} at batch sizes "
+                  f"{', '.join(map(str, batch_sizes))} on {n_posts} posts (this takes a few minutes)")
+    rows = await classify.run(model, policy, n_posts=n_posts, batch_sizes=batch_sizes, backends=backends,
+                              max_length=max_length)
+    table = classify.render_markdown(rows, machine=report.machine(), date=report.today(), model=label,
                                      max_length=max_length)
+    _publish(console, "classify", table, write)
+
+
+async def _pipeline_suite(console: Console, model: Path, label: str, policy_path: Path, *,
+                          settings: Settings | None, write: bool) -> None:
+    from pipeline.bench import pipeline
+
+    result = await pipeline.run_pipeline_bench(console, model_dir=model, policy_path=policy_path, settings=settings,
+                                               model_label=label)
+    _publish(console, "pipeline", pipeline.render_markdown(result, machine=report.machine(), date=report.today()),
+             write)
+
+
+def _publish(console: Console, section: str, table: str, write: bool) -> None:
     console.print(table)
     if write:
-        report.replace_section(BENCHMARKS_MD, "classify", table)
+        report.replace_section(BENCHMARKS_MD, section, table)
         console.print(f"written to {BENCHMARKS_MD}")
 
 

@@ -1,0 +1,615 @@
+"""Pipeline throughput and latency: the classify worker end to end through Kafka, three measurements in one run.
+
+    ceiling    the worker (``run_classify_worker``, in this process) with the zero-cost ``FakeClassifier`` on N
+               pre-produced posts (default 100,000), batch_max_posts 2000: what the streaming code itself can
+               move. Goal: >= 10,000 posts/s per worker process.
+    model      one vLLM server (``ModelServer``) on the model; the same M posts (default 2,000) through
+               (a) the raw backend: ``await classifier.classify(chunk)`` over consecutive chunks of the worker's
+                   batch_max_posts, with the classifier the worker builds (``build_classifier``: same HTTP batch
+                   size and connection limit), and
+               (b) the pipeline: the posts pre-produced, the worker built from the same settings.
+               Reported as pipeline / raw. Goal: >= 0.9.
+    latency    offered load 0.5 x the pipeline throughput of (b), paced for ~20 s into the worker of (b), each post
+               stamped ``created_at`` at send time; a consumer of verdicts + adjudication takes receive time -
+               created_at per post: p50 / p99.
+
+How the worker is timed: it runs with its own metrics, except that the intake counter (``records_consumed``) and
+the outcome counters (``decisions``, ``escalations``, ``dead_letters``) also stamp the time when they move. The
+intake counter moves when a batch has been fetched, the outcome counters only once a batch's outputs are
+acknowledged (acks=all) and its offsets committed. A run is timed from the first records consumed (so the group
+join and the first fetch request are excluded) to the moment the last post's output is committed. Afterwards the
+output topics are read back and must hold exactly one output per post, by post id.
+
+Posts are a seeded sample of the seed corpus with a unique suffix each, and the score cache is off
+(cache_entries=0): no post is served from the cache. Everything shares one machine (broker, worker, model
+server), and the worker shares this process's event loop with the producer and the latency consumer, as a
+benchmark of a real deployment on this machine would not; ratios within the run are what carry over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import inspect
+import math
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client import CollectorRegistry, Counter
+from rich.console import Console
+
+from pipeline import codec
+from pipeline.backends.fake import FakeClassifier
+from pipeline.bench.classify import bench_posts
+from pipeline.kafka import EmbeddedBroker, delete_topics, ensure_topics, make_consumer, make_producer, start_client
+from pipeline.metrics import Metrics
+from pipeline.policy import load_policy
+from pipeline.serving import ModelServer
+from pipeline.settings import Settings, TopicNames, load_settings
+from workers.classify import WorkerReport, build_classifier, run_classify_worker
+
+T = TypeVar("T")
+
+CEILING_POSTS = 100_000
+CEILING_BATCH = 2000
+CEILING_GOAL_POSTS_PER_S = 10_000.0
+MODEL_POSTS = 2_000
+RATIO_GOAL = 0.9
+LATENCY_S = 20.0
+LATENCY_LOAD = 0.5  # offered load, as a share of the measured pipeline throughput
+MAX_MODEL_LEN = 256
+
+_PRODUCE_CHUNK = 5000  # sends in flight before the producer waits for their acks
+_STOP_S = 30.0  # a stopped worker finishes its batch within this
+_JOIN_S = 60.0  # group join + first fetch
+_DRAIN_S = 60.0  # latency posts still in flight after the last send
+_SESSION_MS_EMBEDDED = 3000  # tansu delays a first join by about half the session timeout
+_SESSION_MS_KAFKA = 6000  # Kafka's default minimum
+# tansu answers a fetch that found no data only after a share of fetch.max.wait.ms, even when records arrive
+# meanwhile (aiokafka's default 500 ms: ~120 ms per hop, 100 ms: ~25 ms, 20 ms: ~8 ms). The latency receiver is the
+# measuring instrument, so it asks often; the worker keeps its own settings.
+_RECEIVER_FETCH_WAIT_MS = 20
+
+
+# -- results --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    """``posts`` moved in ``seconds``, at ``batch_max_posts`` (worker batches, or raw chunks)."""
+
+    posts: int
+    seconds: float
+    batch_max_posts: int
+
+    @property
+    def posts_per_s(self) -> float:
+        return self.posts / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Latency:
+    """receive time - created_at of ``posts`` posts sent at ``offered_per_s`` for ``seconds``."""
+
+    offered_per_s: float
+    posts: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    batch_max_posts: int
+    batch_max_wait_ms: int
+
+
+@dataclass(frozen=True)
+class PipelineBenchResult:
+    ceiling: Run
+    raw: Run
+    pipeline: Run
+    latency: Latency
+    model: str
+    broker: str
+    http_batch_size: int
+    http_max_connections: int
+    load_before: float = 0.0
+    """The machine's 1-minute load average when the suite started (other work skews every figure)."""
+
+    @property
+    def ratio(self) -> float:
+        """Pipeline throughput with the model as a share of the raw backend's."""
+        return self.pipeline.posts_per_s / self.raw.posts_per_s if self.raw.posts_per_s else 0.0
+
+    @property
+    def ceiling_met(self) -> bool:
+        return self.ceiling.posts_per_s >= CEILING_GOAL_POSTS_PER_S
+
+    @property
+    def ratio_met(self) -> bool:
+        return self.ratio >= RATIO_GOAL
+
+
+# -- posts ----------------------------------------------------------------------------------------------------
+
+
+def bench_texts(n: int, *, seed: int, tag: str) -> list[str]:
+    """``n`` distinct texts: a seeded sample of the seed corpus, each with a unique suffix."""
+    return [f"{text} #{tag}{i}" for i, text in enumerate(bench_posts(n, seed=seed))]
+
+
+def post_value(post_id: str, text: str, created_at: datetime | None = None) -> bytes:
+    """A post as producers send it."""
+    post: dict[str, object] = {"id": post_id, "text": text, "lang": "en"}
+    if created_at is not None:
+        post["created_at"] = created_at
+    return codec.dumps(post)
+
+
+def post_records(tag: str, texts: Sequence[str]) -> list[tuple[bytes, bytes]]:
+    """(key, value) per text; ids ``<tag>-<i>``."""
+    return [(f"{tag}-{i}".encode(), post_value(f"{tag}-{i}", text)) for i, text in enumerate(texts)]
+
+
+# -- settings, broker, clients --------------------------------------------------------------------------------
+
+
+def bench_settings(base: Settings, policy_path: Path, *, tag: str, batch_max_posts: int,
+                   batch_max_wait_ms: int | None = None) -> Settings:
+    """``base`` with topics and a consumer group of its own (``tag``), the score cache off, the metrics
+    endpoint off, and a session short enough that the group join takes seconds on the embedded broker."""
+    session = _SESSION_MS_EMBEDDED if base.uses_embedded_broker else _SESSION_MS_KAFKA
+    worker = {"group_id": f"{tag}-classify", "batch_max_posts": batch_max_posts, "cache_entries": 0}
+    if batch_max_wait_ms is not None:
+        worker["batch_max_wait_ms"] = batch_max_wait_ms
+    return base.model_copy(update={
+        "topics": TopicNames(prefix=f"{tag}-"),
+        "policy_path": policy_path,
+        "metrics_port": 0,
+        "kafka": base.kafka.model_copy(update={"session_timeout_ms": session, "heartbeat_interval_ms": session // 6}),
+        "worker": base.worker.model_copy(update=worker),
+    })
+
+
+def new_tag(what: str) -> str:
+    return f"bench-{what}-{uuid.uuid4().hex[:8]}"
+
+
+@contextlib.asynccontextmanager
+async def scratch_topics(settings: Settings) -> AsyncIterator[dict[str, str]]:
+    """The five topics of ``settings.topics``, created now and deleted afterwards."""
+    topics = settings.topics.all()
+    await ensure_topics(settings)
+    try:
+        yield topics
+    finally:
+        with contextlib.suppress(Exception):  # best effort: an embedded broker forgets them anyway
+            await delete_topics(settings, topics.values())
+
+
+async def produce(settings: Settings, topic: str, records: Iterable[tuple[bytes, bytes]]) -> None:
+    """Publish ``records`` (acks=all) and wait for every acknowledgement."""
+    producer = make_producer(settings)
+    await start_client(producer, settings, "bench producer")
+    try:
+        pending: list[Awaitable[object]] = []
+        for key, value in records:
+            pending.append(await producer.send(topic, value, key=key))
+            if len(pending) >= _PRODUCE_CHUNK:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+async def read_output_keys(settings: Settings, topics: Sequence[str], expect: int, *, idle_s: float = 1.0,
+                           timeout_s: float = 120.0) -> list[bytes]:
+    """Keys of every record in ``topics``, read from the beginning until ``expect`` arrived and then nothing
+    more for ``idle_s`` (counted by reading: tansu's end offsets are wrong)."""
+    consumer = make_consumer(settings, group_id=None)
+    await start_client(consumer, settings, "bench output reader")
+    keys: list[bytes] = []
+    try:
+        await _assign_all(consumer, topics)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            wait_ms = int(idle_s * 1000) if len(keys) >= expect else 200
+            fetched = await consumer.getmany(timeout_ms=wait_ms, max_records=20_000)
+            if not fetched and len(keys) >= expect:
+                break
+            keys.extend(m.key or b"" for records in fetched.values() for m in records)
+        return keys
+    finally:
+        await consumer.stop()
+
+
+async def _assign_all(consumer: AIOKafkaConsumer, topics: Sequence[str]) -> None:
+    """Assign every partition of ``topics`` to a group-less consumer, from the beginning."""
+    await consumer.topics()  # fetch metadata
+    consumer.assign([TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())])
+    await consumer.seek_to_beginning()
+
+
+def check_outputs(keys: Sequence[bytes], expected: Iterable[bytes], what: str) -> None:
+    """Exactly one output per post, by post id."""
+    want = set(expected)
+    got = set(keys)
+    if got != want or len(keys) != len(want):
+        raise RuntimeError(f"{what}: {len(keys)} outputs for {len(got & want)} of {len(want)} posts "
+                           f"({len(want - got)} missing, {len(got - want)} unknown, {len(keys) - len(got)} duplicates)")
+
+
+# -- timing the worker through its own metrics ----------------------------------------------------------------
+
+
+class Tally:
+    """How far the worker got: the sum of some counters' increments, and when they happened."""
+
+    def __init__(self) -> None:
+        self.count = 0.0
+        self.first_at: float | None = None
+        self.last_at: float | None = None
+        self.reached_at: float | None = None
+        """When the count last reached the target of :meth:`reach`."""
+        self._target = float("inf")
+        self._reached = asyncio.Event()
+
+    def add(self, amount: float) -> None:
+        now = time.perf_counter()
+        self.count += amount
+        self.last_at = now
+        if self.first_at is None:
+            self.first_at = now
+        if self.count >= self._target and not self._reached.is_set():
+            self.reached_at = now
+            self._reached.set()
+
+    async def reach(self, target: float) -> None:
+        """Return once the count is at least ``target``."""
+        self._target = target
+        self._reached = asyncio.Event()
+        if self.count >= target:
+            self.reached_at = self.last_at
+            return
+        await self._reached.wait()
+
+
+def _tallied(original: Counter, tally: Tally) -> Counter:
+    """An unregistered counter like ``original`` (name, labels) whose increments also go to ``tally``."""
+
+    class Tallied(Counter):
+        def inc(self, amount: float = 1, exemplar: dict[str, str] | None = None) -> None:
+            super().inc(amount, exemplar)
+            tally.add(amount)
+
+    return Tallied(original._name, original._documentation, original._labelnames, registry=None)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """The worker's metrics, with ``consumed`` (records fetched) and ``done`` (posts whose output is committed)."""
+
+    metrics: Metrics
+    consumed: Tally
+    done: Tally
+
+    @classmethod
+    def create(cls) -> Probe:
+        consumed, done = Tally(), Tally()
+        m = Metrics.create(CollectorRegistry())
+        metrics = dataclasses.replace(
+            m, records_consumed=_tallied(m.records_consumed, consumed), decisions=_tallied(m.decisions, done),
+            escalations=_tallied(m.escalations, done), dead_letters=_tallied(m.dead_letters, done))
+        return cls(metrics, consumed, done)
+
+    def timed(self, posts: int, batch_max_posts: int) -> Run:
+        """The run from the first records consumed until ``done`` reached ``posts`` (after ``done.reach``)."""
+        assert self.consumed.first_at is not None and self.done.reached_at is not None
+        return Run(posts, self.done.reached_at - self.consumed.first_at, batch_max_posts)
+
+
+@contextlib.asynccontextmanager
+async def running_worker(settings: Settings, probe: Probe,
+                         classifier: FakeClassifier | None = None) -> AsyncIterator[asyncio.Task[WorkerReport]]:
+    """The classify worker as a task of this event loop; stopped gracefully on exit (cancelled on an error)."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_classify_worker(settings, stop, classifier=classifier, metrics=probe.metrics),
+                               name="bench-classify-worker")
+    try:
+        yield task
+    except BaseException:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise
+    stop.set()
+    await asyncio.wait_for(task, _STOP_S)
+
+
+async def watching(worker: asyncio.Task[WorkerReport], awaitable: Awaitable[T], timeout_s: float, what: str) -> T:
+    """``await awaitable``, but fail at once if the worker stops, and after ``timeout_s``."""
+    waiting = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait({waiting, worker}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        if waiting in done:
+            return waiting.result()
+        if worker in done:
+            worker.result()  # raises the worker's error
+            raise RuntimeError(f"the classify worker stopped while {what}")
+        raise TimeoutError(f"timed out after {timeout_s:g} s {what}")
+    finally:
+        waiting.cancel()
+
+
+# -- the three measurements -----------------------------------------------------------------------------------
+
+
+async def measure_ceiling(base: Settings, *, policy_path: Path, n_posts: int = CEILING_POSTS,
+                          batch_max_posts: int = CEILING_BATCH, console: Console | None = None) -> Run:
+    """The worker with the zero-cost FakeClassifier on ``n_posts`` pre-produced posts."""
+    say = _say(console)
+    tag = new_tag("ceiling")
+    settings = bench_settings(base, policy_path, tag=tag, batch_max_posts=batch_max_posts)
+    taxonomy = load_policy(policy_path).taxonomy
+    records = post_records(tag, bench_texts(n_posts, seed=1, tag=tag))
+    async with scratch_topics(settings) as topics:
+        say(f"  producing {n_posts:,} posts")
+        await produce(settings, topics["posts"], records)
+        probe = Probe.create()
+        classifier = FakeClassifier((taxonomy.safe, *taxonomy.categories), safe=taxonomy.safe)
+        say("  running the classify worker with the zero-cost classifier")
+        async with running_worker(settings, probe, classifier) as worker:
+            await watching(worker, probe.done.reach(n_posts), _JOIN_S + n_posts / 1000, "running the ceiling")
+            run = probe.timed(n_posts, batch_max_posts)
+        keys = await read_output_keys(settings, [topics["verdicts"], topics["adjudication"], topics["dead_letter"]],
+                                      n_posts)
+        check_outputs(keys, (key for key, _ in records), "ceiling")
+    return run
+
+
+async def measure_raw(settings: Settings, texts: Sequence[str], warmup: Sequence[str]) -> Run:
+    """The worker's classifier called directly, chunk by chunk (``batch_max_posts`` each), after a warm-up."""
+    chunk = settings.worker.batch_max_posts
+    classifier = build_classifier(settings)
+    try:
+        await classifier.check()
+        await classifier.classify(list(warmup))
+        started = time.perf_counter()
+        for start in range(0, len(texts), chunk):
+            await classifier.classify(list(texts[start:start + chunk]))
+        return Run(len(texts), time.perf_counter() - started, chunk)
+    finally:
+        await classifier.aclose()
+
+
+async def measure_model(base: Settings, *, policy_path: Path, server: ModelServer, n_posts: int, latency_s: float,
+                        console: Console | None = None) -> tuple[Run, Run, Latency]:
+    """Raw backend vs pipeline on the same posts, then latency at half the pipeline's throughput."""
+    say = _say(console)
+    tag = new_tag("model")
+    settings = bench_settings(base, policy_path, tag=tag, batch_max_posts=base.worker.batch_max_posts)
+    settings = settings.model_copy(update={"model": settings.model.model_copy(update={
+        "backend": "vllm-http", "dir": server.info.path, "server_url": server.url})})
+    texts = bench_texts(n_posts, seed=2, tag=tag)
+    w = settings.worker
+    say(f"  raw backend: {n_posts:,} posts in chunks of {w.batch_max_posts}")
+    raw = await measure_raw(settings, texts, bench_texts(w.batch_max_posts, seed=3, tag=f"{tag}-warmup"))
+    say(f"    {raw.posts_per_s:,.0f} posts/s")
+    records = post_records(tag, texts)
+    async with scratch_topics(settings) as topics:
+        await produce(settings, topics["posts"], records)
+        probe = Probe.create()
+        say(f"  pipeline: the same posts through the classify worker (batch {w.batch_max_posts}, "
+            f"wait {w.batch_max_wait_ms} ms)")
+        async with running_worker(settings, probe) as worker:
+            await watching(worker, probe.done.reach(n_posts), _JOIN_S + n_posts / 10, "running the model pipeline")
+            piped = probe.timed(n_posts, w.batch_max_posts)
+            say(f"    {piped.posts_per_s:,.0f} posts/s")
+            rate = LATENCY_LOAD * piped.posts_per_s
+            say(f"  latency: {rate:,.0f} posts/s offered for {latency_s:g} s")
+            latency = await watching(worker, measure_latency(settings, rate_per_s=rate, duration_s=latency_s),
+                                     latency_s + _DRAIN_S, "measuring latency")
+        keys = await read_output_keys(settings, [topics["verdicts"], topics["adjudication"], topics["dead_letter"]],
+                                      n_posts)
+        check_outputs([k for k in keys if k.startswith(f"{tag}-".encode())], (k for k, _ in records), "pipeline")
+    return raw, piped, latency
+
+
+async def measure_latency(settings: Settings, *, rate_per_s: float, duration_s: float) -> Latency:
+    """Posts paced at ``rate_per_s`` into the running worker; receive time - created_at per post."""
+    tag = new_tag("latency")
+    n = max(1, round(rate_per_s * duration_s))
+    texts = bench_texts(n, seed=4, tag=tag)
+    topics = settings.topics.all()
+    sent: dict[bytes, float] = {}
+    received: dict[bytes, float] = {}
+    all_received = asyncio.Event()
+    receiver = asyncio.create_task(_receive(settings, [topics["verdicts"], topics["adjudication"]], tag, n,
+                                            received, all_received), name="bench-latency-receiver")
+    try:
+        started = time.perf_counter()
+        await _send_paced(settings, topics["posts"], tag, texts, rate_per_s, sent)
+        seconds = time.perf_counter() - started
+        await asyncio.wait_for(_until(all_received, receiver), _DRAIN_S)
+    finally:
+        receiver.cancel()
+        await asyncio.gather(receiver, return_exceptions=True)
+    ms = sorted((received[key] - sent[key]) * 1000 for key in sent)
+    w = settings.worker
+    return Latency(rate_per_s, n, seconds, percentile(ms, 50), percentile(ms, 99), ms[-1], w.batch_max_posts,
+                   w.batch_max_wait_ms)
+
+
+async def _until(event: asyncio.Event, task: asyncio.Task[None]) -> None:
+    """Wait for ``event``; raise if ``task`` ends first."""
+    waiting = asyncio.ensure_future(event.wait())
+    try:
+        done, _ = await asyncio.wait({waiting, task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+    if waiting not in done:
+        task.result()
+        raise RuntimeError("the latency receiver stopped early")
+
+
+async def _send_paced(settings: Settings, topic: str, tag: str, texts: Sequence[str], rate_per_s: float,
+                      sent: dict[bytes, float]) -> None:
+    """Send post ``i`` at ``i / rate_per_s`` seconds, ``created_at`` stamped from the clock at send time."""
+    producer = make_producer(settings)
+    await start_client(producer, settings, "latency producer")
+    try:
+        pending: list[Awaitable[object]] = []
+        started = time.monotonic()
+        for i, text in enumerate(texts):
+            if (ahead := i / rate_per_s - (time.monotonic() - started)) > 0:
+                await asyncio.sleep(ahead)
+            key, now = f"{tag}-{i}".encode(), time.time()
+            sent[key] = now
+            value = post_value(key.decode(), text, created_at=datetime.fromtimestamp(now, UTC))
+            pending.append(await producer.send(topic, value, key=key))
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+async def _receive(settings: Settings, topics: Sequence[str], tag: str, n: int, received: dict[bytes, float],
+                   done: asyncio.Event) -> None:
+    """Stamp the receive time of every output whose key starts with ``tag``; set ``done`` once ``n`` came."""
+    prefix = f"{tag}-".encode()
+    consumer = make_consumer(settings, group_id=None, fetch_max_wait_ms=_RECEIVER_FETCH_WAIT_MS)
+    await start_client(consumer, settings, "latency receiver")
+    try:
+        await _assign_all(consumer, topics)
+        while len(received) < n:
+            fetched = await consumer.getmany(timeout_ms=100)
+            now = time.time()
+            for records in fetched.values():
+                for m in records:
+                    if m.key is not None and m.key.startswith(prefix):
+                        received.setdefault(m.key, now)
+        done.set()
+    finally:
+        await consumer.stop()
+
+
+def percentile(sorted_values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile of already sorted values."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, math.ceil(len(sorted_values) * p / 100))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+# -- the suite ------------------------------------------------------------------------------------------------
+
+
+async def run_pipeline_bench(console: Console, *, model_dir: Path, policy_path: Path, settings: Settings | None = None,
+                             ceiling_posts: int = CEILING_POSTS, model_posts: int = MODEL_POSTS,
+                             latency_s: float = LATENCY_S, model_label: str | None = None) -> PipelineBenchResult:
+    """All three measurements in one run. Uses ``settings.bootstrap`` when a broker is configured, else starts
+    an embedded one; starts one model server on ``model_dir`` (a model directory). Everything it starts is
+    stopped on the way out, also on Ctrl-C."""
+    settings = settings or load_settings()
+    load_before = os.getloadavg()[0]
+    with contextlib.ExitStack() as stack:
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="modcascade-bench-pipeline-")))
+        base, broker = _broker(settings, stack, scratch)
+        console.print(f"pipeline ceiling: {ceiling_posts:,} posts, zero-cost classifier, batch {CEILING_BATCH} "
+                      f"(broker {broker})")
+        ceiling = await measure_ceiling(base, policy_path=policy_path, n_posts=ceiling_posts, console=console)
+        console.print(f"  {ceiling.posts_per_s:,.0f} posts/s")
+        server = ModelServer(model_dir, port=0, max_model_len=max(MAX_MODEL_LEN, base.model.max_length),
+                             log_path=scratch / "vllm-server.log")
+        stack.callback(server.stop)
+        console.print(f"starting a vLLM server on {server.model_name} (~40 s)")
+        await start_model_server(server)
+        raw, piped, latency = await measure_model(base, policy_path=policy_path, server=server, n_posts=model_posts,
+                                                  latency_s=latency_s, console=console)
+    return PipelineBenchResult(ceiling=ceiling, raw=raw, pipeline=piped, latency=latency,
+                               model=model_label or model_dir.name, broker=broker,
+                               http_batch_size=base.model.batch_size, http_max_connections=http_max_connections(),
+                               load_before=load_before)
+
+
+def _broker(settings: Settings, stack: contextlib.ExitStack, scratch: Path) -> tuple[Settings, str]:
+    """The configured broker, or an embedded one started now (stopped by ``stack``)."""
+    if not settings.uses_embedded_broker:
+        return settings, settings.bootstrap
+    broker = stack.enter_context(EmbeddedBroker.from_settings(settings.broker, port=0, log_path=scratch / "tansu.log"))
+    updated = settings.model_copy(update={"broker": settings.broker.model_copy(update={"port": broker.port})})
+    return updated, "embedded tansu"
+
+
+async def start_model_server(server: ModelServer) -> None:
+    """``server.start()`` in a thread. Cancelled (Ctrl-C), it waits for the start to end and stops the server,
+    so no half-started server outlives the bench."""
+    starting = asyncio.ensure_future(asyncio.to_thread(server.start))
+    try:
+        await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        await asyncio.wait({starting})
+        server.stop()
+        raise
+
+
+def _say(console: Console | None) -> Callable[[str], None]:
+    def say(line: str) -> None:
+        if console is not None:
+            console.print(line)
+
+    return say
+
+
+def http_max_connections() -> int:
+    """The vllm-http classifier's connection limit as the worker builds it (its constructor's default)."""
+    from pipeline.backends.vllm_http import VllmHttpClassifier
+
+    default = inspect.signature(VllmHttpClassifier).parameters["max_connections"].default
+    return int(default)
+
+
+# -- the report -----------------------------------------------------------------------------------------------
+
+
+def _yes(met: bool) -> str:
+    return "yes" if met else "**no**"
+
+
+def render_markdown(result: PipelineBenchResult, *, machine: str, date: str) -> str:
+    c, r, p, lat = result.ceiling, result.raw, result.pipeline, result.latency
+    lines = [
+        f"Machine: {machine}. Date: {date}. Broker: {result.broker}. Model: {result.model} on one vLLM server "
+        f"(vllm-http, {result.http_batch_size} posts per request, {result.http_max_connections} connections). "
+        f"Load average (1 min) when the run started: {result.load_before:.2f}.",
+        "",
+        "| measurement | posts | result | goal | met |",
+        "|---|---:|---:|---|---|",
+        f"| pipeline ceiling: zero-cost classifier, batch {c.batch_max_posts} | {c.posts:,} | "
+        f"{c.posts_per_s:,.0f} posts/s | ≥ {CEILING_GOAL_POSTS_PER_S:,.0f} posts/s per worker | "
+        f"{_yes(result.ceiling_met)} |",
+        f"| raw backend: `classify()` in chunks of {r.batch_max_posts} | {r.posts:,} | {r.posts_per_s:,.0f} posts/s "
+        "| | |",
+        f"| pipeline with the model: batch {p.batch_max_posts}, wait {lat.batch_max_wait_ms} ms | {p.posts:,} | "
+        f"{p.posts_per_s:,.0f} posts/s ({result.ratio:.2f} x raw) | ≥ {RATIO_GOAL} x raw | {_yes(result.ratio_met)} |",
+        f"| latency at {lat.offered_per_s:,.0f} posts/s offered ({LATENCY_LOAD:g} x pipeline), {lat.seconds:.0f} s "
+        f"| {lat.posts:,} | p50 {lat.p50_ms:,.0f} ms, p99 {lat.p99_ms:,.0f} ms (max {lat.max_ms:,.0f}) | | |",
+        "",
+        "Method: all in one run on one machine (`modcascade bench --suites pipeline`, `pipeline/bench/pipeline.py`). "
+        "The classify worker (`run_classify_worker`) runs in the bench process; posts are a seeded sample of the seed "
+        "corpus with a unique suffix each, and the score cache is off. A run is timed from the worker's first "
+        "consumed records (group join excluded) to the commit of the last post's output, and the output topics are "
+        "then read back: exactly one output per post id. Ceiling: the zero-cost `FakeClassifier` on pre-produced "
+        "posts. Raw vs pipeline: the same posts, once through `classifier.classify()` in consecutive chunks of the "
+        "worker's batch size with the classifier the worker builds (same HTTP batch size and connections), once "
+        "pre-produced and through the worker. Latency: posts paced at half the pipeline's throughput into the same "
+        "worker, `created_at` stamped at send time, receive time taken by a consumer of verdicts + adjudication in "
+        "the same process (batch settings as in the row above).",
+    ]
+    return "\n".join(lines) + "\n"
