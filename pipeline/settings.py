@@ -65,6 +65,9 @@ class KafkaSettings(BaseSettings):
     session_timeout_ms: int = Field(default=10_000, gt=0, description="consumer-group session: a member silent "
                                     "this long is replaced (how fast a killed worker's partitions move)")
     heartbeat_interval_ms: int = Field(default=3_000, gt=0, description="consumer-group heartbeat")
+    # aiokafka's default is 500 ms. The embedded broker answers an empty fetch only after part of this wait,
+    # even when records arrive meanwhile, so it sets the floor of end-to-end latency there (BENCHMARKS.md).
+    fetch_max_wait_ms: int = Field(default=100, ge=0, description="longest a fetch waits for new records")
     partitions: int = Field(default=4, ge=1, description="partitions per topic when we create topics")
     replication_factor: int = Field(default=1, ge=1)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"

@@ -75,6 +75,7 @@ def make_consumer(settings: Settings, *topics: str, group_id: str | None, **over
         "group_id": group_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
+        "fetch_max_wait_ms": settings.kafka.fetch_max_wait_ms,
         **({"session_timeout_ms": settings.kafka.session_timeout_ms,
             "heartbeat_interval_ms": settings.kafka.heartbeat_interval_ms} if group_id is not None else {}),
         **overrides,
