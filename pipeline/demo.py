@@ -16,7 +16,6 @@ import random
 import shutil
 import tempfile
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from pipeline import codec
 from pipeline.data.seed import CORPUS_PATH, DEFAULT_COUNTS, DEFAULT_SEED, generate, read_jsonl
 from pipeline.errors import ConfigError
 from pipeline.training.config import TrainConfig
-from pipeline.training.data import Example, check_labels, load_examples
+from pipeline.training.data import Example, check_labels, load_examples, shuffled_by_label
 
 __all__ = ["DEMO_SHARE", "DEMO_TRAIN", "demo_examples", "demo_stream", "ensure_demo_model", "has_model"]
 
@@ -58,14 +57,8 @@ def demo_examples(examples: Sequence[Example], share: float = DEMO_SHARE, seed: 
     """A stratified, seeded subset: ``round(n * share)`` rows of each label (at least 2), in file order."""
     if not 0.0 < share <= 1.0:
         raise ValueError(f"share {share} is outside (0, 1]")
-    by_label: dict[str, list[Example]] = defaultdict(list)
-    for example in examples:
-        by_label[example.label].append(example)
-    rng = random.Random(seed)
     chosen: list[Example] = []
-    for label in sorted(by_label):
-        group = sorted(by_label[label], key=lambda e: (e.line, e.text))
-        rng.shuffle(group)
+    for group in shuffled_by_label(examples, random.Random(seed)):
         chosen += group[: max(2, round(len(group) * share))]
     return sorted(chosen, key=lambda e: (e.line, e.text))
 

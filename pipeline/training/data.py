@@ -74,20 +74,29 @@ def check_labels(examples: Sequence[Example], *, min_per_label: int = 2, taxonom
     return counts
 
 
+def shuffled_by_label(examples: Iterable[Example], rng: random.Random) -> list[list[Example]]:
+    """The rows of each label (labels in sorted order), each group in file order then shuffled by ``rng``:
+    the deterministic basis of every stratified selection."""
+    by_label: dict[str, list[Example]] = defaultdict(list)
+    for example in examples:
+        by_label[example.label].append(example)
+    groups = []
+    for label in sorted(by_label):
+        group = sorted(by_label[label], key=lambda e: (e.line, e.text))
+        rng.shuffle(group)
+        groups.append(group)
+    return groups
+
+
 def split(examples: Sequence[Example], val_fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
     """Deterministic stratified split: each label contributes ``round(n * val_fraction)`` rows (at least one,
     and at least one left for training when it has two or more) to validation."""
     if not 0.0 < val_fraction < 1.0:
         raise ConfigError(f"val_fraction: {val_fraction} is outside (0, 1): use e.g. 0.2")
-    by_label: dict[str, list[Example]] = defaultdict(list)
-    for example in examples:
-        by_label[example.label].append(example)
     rng = random.Random(seed)
     train: list[Example] = []
     val: list[Example] = []
-    for label in sorted(by_label):
-        group = sorted(by_label[label], key=lambda e: (e.line, e.text))
-        rng.shuffle(group)
+    for group in shuffled_by_label(examples, rng):
         n_val = max(1, round(len(group) * val_fraction))
         if len(group) >= 2:
             n_val = min(n_val, len(group) - 1)
