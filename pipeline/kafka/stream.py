@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -57,14 +58,16 @@ class _Abandoned(Exception):
     """Stop was asked for while the processor was backing off: the batch is dropped uncommitted."""
 
 
-class BatchProcessor:
-    """What a worker plugs into :class:`StreamLoop` (a base class with no-op hooks)."""
+class BatchProcessor(ABC):
+    """What a worker plugs into :class:`StreamLoop`."""
 
+    @abstractmethod
     async def process(self, records: Sequence[RawRecord], wait: Wait) -> Sequence[Outgoing]:
-        raise NotImplementedError
+        """The outputs of one batch; call ``await wait(seconds)`` to back off while a dependency is down."""
 
+    @abstractmethod
     def published(self, outputs: Sequence[Outgoing]) -> None:
-        """Called once ``outputs`` are acknowledged and the batch is committed."""
+        """Called once ``outputs`` are acknowledged and the batch is committed (metrics, bookkeeping)."""
 
 
 @dataclass(frozen=True, slots=True)
