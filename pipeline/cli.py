@@ -123,6 +123,19 @@ def worker_classify(
     asyncio.run(run_worker("classify", console, check=check))
 
 
+@worker_app.command("adjudicate")
+def worker_adjudicate() -> None:
+    """Consume adjudication requests, ask the frontier model (Claude), publish final verdicts and labels.
+
+    Needs MODCASCADE_ANTHROPIC_API_KEY (or ANTHROPIC_API_KEY). Budget, fallback and guidelines come from the
+    policy file; limits from MODCASCADE_ADJUDICATOR_*. SIGTERM finishes and commits the batch in progress.
+    """
+    from pipeline.runtime import run_worker
+
+    _log_level_from_settings()
+    asyncio.run(run_worker("adjudicate", console, check=False))
+
+
 def _log_level_from_settings() -> None:
     from pipeline.settings import load_settings
 

@@ -16,7 +16,10 @@ Every error the library raises on purpose derives from :class:`ModcascadeError`.
     └── BackendError                a model or frontier backend failed
         ├── BackendUnavailable      the model server cannot be reached / is not healthy (retryable)
         ├── ModelMismatchError      the server serves another model, or its labels do not fit the policy
-        └── InvalidInputError       the texts handed to a classifier are unusable (e.g. empty)
+        ├── InvalidInputError       the texts handed to a classifier are unusable (e.g. empty)
+        └── FrontierError           a frontier (adjudicator) call failed; ``kind`` tags it for metrics
+            ├── FrontierTransient   429 / 529 / 5xx / timeout / connection: retry (``retry_after`` if the server said)
+            └── FrontierRejected    the request itself was refused (400, 401, 403, 404, 413): retrying cannot help
 
 Per-record failures in a stream are *data*, not exceptions: a :class:`DecodeError` is caught by the
 stage that decodes and turned into a DeadLetter record; the stream goes on.
@@ -104,3 +107,20 @@ class ModelMismatchError(BackendError):
 
 class InvalidInputError(BackendError):
     """The input handed to a backend is unusable (for example an empty text)."""
+
+
+class FrontierError(BackendError):
+    """A call to the frontier model failed. ``kind`` is a short tag (rate_limited, overloaded, timeout, ...)."""
+
+    def __init__(self, message: str, *, kind: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.retry_after = retry_after
+
+
+class FrontierTransient(FrontierError):
+    """Worth another attempt later: rate limits, overload, server errors, timeouts, connection failures."""
+
+
+class FrontierRejected(FrontierError):
+    """The provider refused the request itself (bad request, auth, unknown model): retrying cannot help."""

@@ -36,6 +36,10 @@ class Metrics:
     # Frontier
     frontier_tokens: Counter
     frontier_cost_usd: Counter
+    frontier_calls: Counter
+    fallbacks: Counter
+    frontier_holds: Counter
+    breaker_open: Gauge
     # Policy
     policy_info: Info
     policy_reloads: Counter
@@ -71,6 +75,14 @@ class Metrics:
             cache_entries=Gauge("modcascade_cache_entries", "Entries in the score cache.", registry=reg),
             frontier_tokens=counter("frontier_tokens", "Frontier tokens used.", ("kind",)),
             frontier_cost_usd=counter("frontier_cost_usd", "Frontier spend in US dollars."),
+            frontier_calls=counter("frontier_calls", "Frontier calls by outcome: ok, an error kind (rate_limited, "
+                                   "overloaded, timeout, ...) or an unusable answer (refusal, out_of_schema, ...).",
+                                   ("outcome",)),
+            fallbacks=counter("fallbacks", "Verdicts the policy's fallback decided, by reason.", ("reason",)),
+            frontier_holds=counter("frontier_holds", "Pauses holding a request (fallback: hold), by reason.",
+                                   ("reason",)),
+            breaker_open=Gauge("modcascade_frontier_breaker_open", "1 while the frontier circuit breaker is open.",
+                               registry=reg),
             policy_info=Info("modcascade_policy", "The policy in force.", registry=reg),
             policy_reloads=counter("policy_reloads", "Policy reloads that changed the policy in force."),
             policy_reload_errors=counter("policy_reload_errors", "Policy edits rejected as invalid."),

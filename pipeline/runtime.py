@@ -93,8 +93,8 @@ async def run_worker(name: str, console: Console, *, check: bool) -> None:
     from pipeline.metrics import Metrics, serve
     from workers.classify import build_classifier, run_classify_worker
 
-    if name != "classify":
-        raise SettingsError(f"unknown worker {name!r}: available: classify")
+    if name not in ("classify", "adjudicate"):
+        raise SettingsError(f"unknown worker {name!r}: available: classify, adjudicate")
     settings = load_settings()
     if check:
         await check_worker(settings, console)
@@ -119,17 +119,23 @@ async def run_worker(name: str, console: Console, *, check: bool) -> None:
     except OSError as exc:
         raise SettingsError(f"cannot serve metrics on port {settings.metrics_port} ({exc.strerror}): give each "
                             "worker its own MODCASCADE_METRICS_PORT, or 0 to turn the endpoint off") from exc
-    classifier = build_classifier(settings)
-    try:
-        def ready() -> None:
-            where = f", metrics on :{settings.metrics_port}/metrics" if settings.metrics_port else ""
-            console.print(f"classify worker ready: {classifier.model_name} ({classifier.backend}) reading "
-                          f"{settings.topics.all()['posts']} at {settings.bootstrap}{where}")
+    where = f", metrics on :{settings.metrics_port}/metrics" if settings.metrics_port else ""
+    if name == "adjudicate":
+        from workers.adjudicate import run_adjudicate_worker
 
-        report = await run_classify_worker(settings, stop, classifier=classifier, metrics=metrics, on_ready=ready)
-    finally:
-        await classifier.aclose()
-    console.print(f"classify worker stopped: {report.records} records in {report.batches} batches, all committed")
+        report = await run_adjudicate_worker(settings, stop, metrics=metrics)
+    else:
+        classifier = build_classifier(settings)
+        try:
+            def ready() -> None:
+                console.print(f"classify worker ready: {classifier.model_name} ({classifier.backend}) reading "
+                              f"{settings.topics.all()['posts']} at {settings.bootstrap}{where}")
+
+            report = await run_classify_worker(settings, stop, classifier=classifier, metrics=metrics,
+                                               on_ready=ready)
+        finally:
+            await classifier.aclose()
+    console.print(f"{name} worker stopped: {report.records} records in {report.batches} batches, all committed")
 
 
 async def check_worker(settings: Settings, console: Console) -> None:

@@ -128,6 +128,27 @@ class WorkerSettings(BaseSettings):
     backoff_max_s: float = Field(default=30.0, gt=0, description="longest wait between backend retries")
 
 
+class AdjudicatorSettings(BaseSettings):
+    """The adjudicate worker: which frontier API, and how hard it may be pushed."""
+
+    model_config = _config("MODCASCADE_ADJUDICATOR_")
+
+    provider: Literal["anthropic"] = "anthropic"
+    base_url: str | None = Field(default=None, description="API base URL; unset = the provider's default")
+    timeout_s: float = Field(default=60.0, gt=0, description="one frontier call")
+    group_id: str = Field(default="modcascade-adjudicate", description="consumer group of the adjudicate workers")
+    batch_max_posts: int = Field(default=32, ge=1, description="requests taken per batch")
+    batch_max_wait_ms: int = Field(default=200, ge=0, description="... or this long after the first one")
+    concurrency: int = Field(default=8, ge=1, description="frontier calls in flight per worker")
+    rate_per_s: float = Field(default=5.0, gt=0, description="frontier calls per second per worker (token bucket)")
+    burst: int = Field(default=10, ge=1, description="calls the token bucket lets through at once")
+    max_attempts: int = Field(default=4, ge=1, description="calls per request (errors and unusable answers)")
+    breaker_failures: int = Field(default=5, ge=1, description="consecutive failures that open the circuit breaker")
+    breaker_reset_s: float = Field(default=30.0, gt=0, description="how long the breaker stays open before a trial")
+    backoff_base_s: float = Field(default=1.0, gt=0, description="first wait after a failed call (no retry-after)")
+    backoff_max_s: float = Field(default=30.0, gt=0, description="longest wait between calls")
+
+
 class Settings(BaseSettings):
     """All settings, grouped. Build with :func:`load_settings` to get the unknown-variable check."""
 
@@ -138,6 +159,7 @@ class Settings(BaseSettings):
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    adjudicator: AdjudicatorSettings = Field(default_factory=AdjudicatorSettings)
 
     policy_path: Path = Field(default=Path("policies/default.yaml"), description="policy YAML the workers use")
     metrics_port: int = Field(default=9464, ge=0, le=65535, description="Prometheus endpoint; 0 = off")
@@ -168,9 +190,9 @@ class Settings(BaseSettings):
         return self.model_dump(mode="json")
 
 
-_GROUPS = frozenset({"kafka", "topics", "broker", "model", "worker"})
+_GROUPS = frozenset({"kafka", "topics", "broker", "model", "worker", "adjudicator"})
 _GROUP_CLASSES: tuple[type[BaseSettings], ...] = (
-    Settings, KafkaSettings, TopicNames, BrokerSettings, ModelSettings, WorkerSettings,
+    Settings, KafkaSettings, TopicNames, BrokerSettings, ModelSettings, WorkerSettings, AdjudicatorSettings,
 )
 
 

@@ -1,0 +1,228 @@
+"""Limits on frontier escalation: a token bucket, a circuit breaker and an hourly spend budget.
+
+All three are pure and synchronous (only :meth:`TokenBucket.take` awaits) and read time from an injected
+``clock`` (``time.monotonic`` by default), so tests drive them with a fake clock instead of sleeping.
+None of them is thread-safe; they are meant for one asyncio event loop.
+
+- :class:`TokenBucket` smooths the request *rate* (the provider's requests-per-second limit).
+- :class:`CircuitBreaker` stops calling a provider that keeps failing, then probes it with one trial call.
+- :class:`EscalationBudget` caps requests and dollars per sliding hour, so a flood of borderline posts
+  cannot run up an unbounded bill.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Literal
+
+Clock = Callable[[], float]
+BreakerState = Literal["closed", "open", "half_open"]
+
+WINDOW_S = 3600.0
+"""Length of the :class:`EscalationBudget` window: an entry counts for this many seconds after it is booked."""
+
+# Float rounding can leave a bucket a hair short of ``n`` right when try_take said it would be full;
+# without this slack take() would spin on sleeps of a few nanoseconds.
+_TOKEN_SLACK = 1e-9
+
+
+class TokenBucket:
+    """Rate limit: ``rate_per_s`` tokens per second, at most ``burst`` stored (starts full).
+
+    Taking more than ``burst`` tokens at once, or a negative number, is a bug and raises ValueError
+    (it could never succeed, so waiting for it would hang).
+    """
+
+    def __init__(self, rate_per_s: float, burst: int, *, clock: Clock = time.monotonic) -> None:
+        if not rate_per_s > 0:  # written so that NaN is rejected too
+            raise ValueError(f"rate_per_s must be > 0, got {rate_per_s!r}")
+        if burst < 1:
+            raise ValueError(f"burst must be >= 1, got {burst!r}")
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self._clock = clock
+        self._tokens = float(burst)
+        self._updated = clock()
+
+    @property
+    def tokens(self) -> float:
+        """Tokens available now."""
+        self._refill()
+        return self._tokens
+
+    def try_take(self, n: float = 1.0) -> float:
+        """Take ``n`` tokens if available and return 0.0; else take nothing and return the seconds until
+        they will be."""
+        if not 0 <= n <= self.burst:
+            raise ValueError(f"n must be between 0 and burst ({self.burst}), got {n!r}")
+        self._refill()
+        if self._tokens + _TOKEN_SLACK >= n:
+            self._tokens = max(0.0, self._tokens - n)
+            return 0.0
+        return (n - self._tokens) / self.rate_per_s
+
+    async def take(self, n: float = 1.0) -> None:
+        """Wait (asyncio.sleep) until ``n`` tokens can be taken, then take them."""
+        while (wait := self.try_take(n)) > 0:
+            # Loop rather than trust one sleep: another task may take the tokens first.
+            await asyncio.sleep(wait)
+
+    def _refill(self) -> None:
+        now = self._clock()
+        elapsed = max(0.0, now - self._updated)  # a clock that steps back must not drain the bucket
+        self._tokens = min(float(self.burst), self._tokens + elapsed * self.rate_per_s)
+        self._updated = now
+
+
+class CircuitBreaker:
+    """Opens after ``failure_threshold`` consecutive failures; while open, ``allow()`` is False until
+    ``reset_after_s`` passed, then half-open lets ONE trial call through (further allow() calls are False
+    until it reports); a success closes it, a failure re-opens it (for reset_after_s again).
+
+    The move from open to half-open happens in the ``allow()`` call that lets the trial through, so
+    ``state`` is "half_open" exactly while a trial is in flight. Reports that arrive while open come
+    from calls started before it opened and are ignored. ``on_change``, if set, is called with the new
+    state on every transition (for metrics and logs).
+    """
+
+    def __init__(self, failure_threshold: int, reset_after_s: float, *, clock: Clock = time.monotonic) -> None:
+        if failure_threshold < 1:
+            raise ValueError(f"failure_threshold must be >= 1, got {failure_threshold!r}")
+        if not reset_after_s > 0:
+            raise ValueError(f"reset_after_s must be > 0, got {reset_after_s!r}")
+        self.failure_threshold = failure_threshold
+        self.reset_after_s = reset_after_s
+        self.on_change: Callable[[BreakerState], None] | None = None
+        self._clock = clock
+        self._state: BreakerState = "closed"
+        self._failures = 0
+        self._trial_at = 0.0  # when an open breaker lets its trial through
+
+    @property
+    def state(self) -> BreakerState:
+        return self._state
+
+    def allow(self) -> bool:
+        """Whether the caller may make a call now; in the open state, True once: that call is the trial."""
+        if self._state == "closed":
+            return True
+        if self._state == "open" and self.seconds_until_trial() == 0.0:
+            self._move("half_open")
+            return True
+        return False
+
+    def record_success(self) -> None:
+        """A call let through by ``allow()`` succeeded."""
+        if self._state == "open":
+            return
+        self._failures = 0
+        if self._state == "half_open":
+            self._move("closed")
+
+    def record_failure(self) -> None:
+        """A call let through by ``allow()`` failed."""
+        if self._state == "open":
+            return
+        self._failures += 1
+        if self._state == "half_open" or self._failures >= self.failure_threshold:
+            self._trial_at = self._clock() + self.reset_after_s
+            self._move("open")
+
+    def seconds_until_trial(self) -> float:
+        """0 unless open; while open, the seconds until ``allow()`` lets a trial through."""
+        if self._state != "open":
+            return 0.0
+        return max(0.0, self._trial_at - self._clock())
+
+    def _move(self, state: BreakerState) -> None:
+        self._state = state
+        if state != "open":
+            self._failures = 0
+        if self.on_change is not None:
+            self.on_change(state)
+
+
+class EscalationBudget:
+    """Sliding one-hour window of frontier spend: at most ``max_requests_per_hour`` requests and
+    ``max_usd_per_hour`` dollars (None = unlimited). ``allows(est_usd)`` says whether one more request,
+    estimated at ``est_usd``, fits; ``record(usd)`` books a request's real cost (call it once per request
+    actually sent, with its real cost; 0.0 if unknown). Entries older than 3600 s drop out.
+
+    An entry booked at ``t`` counts while ``now < t + 3600``. A real cost above the estimate may push
+    the window over the dollar cap; ``allows`` then stays False until enough ages out.
+    """
+
+    def __init__(
+        self, max_requests_per_hour: int | None, max_usd_per_hour: float | None, *, clock: Clock = time.monotonic
+    ) -> None:
+        if max_requests_per_hour is not None and max_requests_per_hour < 0:
+            raise ValueError(f"max_requests_per_hour must be >= 0 or None, got {max_requests_per_hour!r}")
+        if max_usd_per_hour is not None and not max_usd_per_hour >= 0:
+            raise ValueError(f"max_usd_per_hour must be >= 0 or None, got {max_usd_per_hour!r}")
+        self.max_requests_per_hour = max_requests_per_hour
+        self.max_usd_per_hour = max_usd_per_hour
+        self._clock = clock
+        # (expires at, usd), oldest first. Storing the expiry rather than the booking time makes
+        # seconds_until_room() exact: sleeping that long lands on the expiry, not a rounding error short.
+        self._entries: deque[tuple[float, float]] = deque()
+        self._usd = 0.0
+
+    @property
+    def requests_in_window(self) -> int:
+        self._expire()
+        return len(self._entries)
+
+    @property
+    def usd_in_window(self) -> float:
+        self._expire()
+        return self._usd
+
+    def allows(self, est_usd: float) -> bool:
+        """Whether one more request, estimated at ``est_usd`` dollars, fits in both caps now."""
+        _check_usd("est_usd", est_usd)
+        self._expire()
+        return self._fits(len(self._entries), self._usd, est_usd)
+
+    def record(self, usd: float) -> None:
+        """Book one request actually sent, at its real cost ``usd`` (0.0 if unknown)."""
+        _check_usd("usd", usd)
+        self._expire()
+        self._entries.append((self._clock() + WINDOW_S, usd))
+        self._usd += usd
+
+    def seconds_until_room(self, est_usd: float) -> float:
+        """0 if allows(est_usd); else when the oldest entries age out enough (inf if est_usd alone
+        exceeds max_usd_per_hour, or max_requests_per_hour is 0). Assumes nothing more is recorded."""
+        if self.allows(est_usd):
+            return 0.0
+        if self.max_requests_per_hour == 0 or (self.max_usd_per_hour is not None and est_usd > self.max_usd_per_hour):
+            return math.inf
+        # Replay the expiry arithmetic of _expire() so the answer agrees with allows() at that moment.
+        count, usd = len(self._entries), self._usd
+        for expires, cost in self._entries:
+            count -= 1
+            usd = usd - cost if count else 0.0
+            if self._fits(count, usd, est_usd):
+                return max(0.0, expires - self._clock())
+        raise AssertionError("unreachable: an empty window fits any request that passed the checks above")
+
+    def _fits(self, count: int, usd: float, est_usd: float) -> bool:
+        if self.max_requests_per_hour is not None and count >= self.max_requests_per_hour:
+            return False
+        return self.max_usd_per_hour is None or usd + est_usd <= self.max_usd_per_hour
+
+    def _expire(self) -> None:
+        now = self._clock()
+        while self._entries and self._entries[0][0] <= now:
+            self._usd -= self._entries.popleft()[1]
+        if not self._entries:
+            self._usd = 0.0  # drop the rounding residue of the subtractions
+
+
+def _check_usd(name: str, usd: float) -> None:
+    if not (usd >= 0 and math.isfinite(usd)):
+        raise ValueError(f"{name} must be a finite number of dollars >= 0, got {usd!r}")

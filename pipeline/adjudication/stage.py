@@ -1,0 +1,256 @@
+"""The adjudication stage: a batch of ``adjudication`` records in, final verdicts (and labels) out.
+
+For each request, under one policy snapshot per batch, with at most ``concurrency`` calls in flight:
+
+    budget     the policy's escalation budget (requests and dollars per sliding hour) has room?
+    breaker    the circuit breaker lets a call through?          (no: fallback, or hold)
+    rate       the token bucket (calls per second) has a token?  (wait for it)
+    call       one frontier call (:mod:`pipeline.adjudication.prompt` builds it)
+    check      the answer fits the policy (:mod:`pipeline.adjudication.answer`)
+
+    accepted         → Verdict(route=frontier, rationale, real cost from usage) + Label(source=frontier)
+    transient error  → retry after ``retry-after`` or jittered backoff, at most ``max_attempts`` calls
+    bad answer       → (refusal, out of schema, no tool call) retry, at most ``max_attempts`` calls
+    attempts spent, breaker open or budget spent → the policy's ``fallback``:
+        small_model  → Verdict(route=fallback, the small model's best guess, final, flagged with the reason)
+        hold         → keep the request (consumption pauses; try again later); a post whose answers stay
+                       unusable is dead-lettered instead, since holding cannot fix it
+    rejected request (4xx) → fallback as above; an authentication or unknown-model error stops the worker
+
+The cost of a verdict is the sum of every call made for it, priced from the response's usage fields.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from pipeline import codec
+from pipeline.adjudication.answer import AnswerProblem, Judgement, parse_answer
+from pipeline.adjudication.backends import Adjudicator, FrontierReply
+from pipeline.adjudication.limits import CircuitBreaker, EscalationBudget, TokenBucket
+from pipeline.adjudication.prompt import build_request
+from pipeline.errors import DecodeError, FrontierRejected, FrontierTransient
+from pipeline.intake import RawRecord
+from pipeline.kafka.stream import BatchProcessor, Outgoing, Wait
+from pipeline.metrics import Metrics
+from pipeline.policy import Policy, best_guess
+from pipeline.records import AdjudicationRequest, DeadLetter, Label, Verdict, utcnow, verdict_id
+from pipeline.retry import Backoff
+
+log = logging.getLogger(__name__)
+
+INTAKE_STAGE = "adjudicate.intake"
+ANSWER_STAGE = "adjudicate.answer"
+_FATAL_REJECTIONS = frozenset({"auth", "not_found"})  # no post can succeed: stop the worker loudly
+
+
+@dataclass(frozen=True, slots=True)
+class AdjudicationLimits:
+    concurrency: int = 8
+    rate_per_s: float = 5.0
+    burst: int = 10
+    max_attempts: int = 4
+    """Calls per request, transient errors and unusable answers together."""
+    breaker_failures: int = 5
+    breaker_reset_s: float = 30.0
+    backoff: Backoff = field(default_factory=lambda: Backoff(base_s=1.0, max_s=30.0))
+    max_hold_s: float = 60.0
+    """Longest single pause while holding (budget spent or breaker open, ``fallback: hold``)."""
+
+
+class _Held(Exception):
+    """The request could not be settled now and the policy says hold: wait, then start over."""
+
+    def __init__(self, seconds: float, reason: str) -> None:
+        self.seconds, self.reason = seconds, reason
+
+
+class AdjudicationStage(BatchProcessor):
+    def __init__(
+        self,
+        adjudicator: Adjudicator,
+        policy: Callable[[], Policy],
+        *,
+        limits: AdjudicationLimits,
+        metrics: Metrics,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.adjudicator = adjudicator
+        self.policy = policy
+        self.limits = limits
+        self.metrics = metrics
+        self.clock = clock
+        self.bucket = TokenBucket(limits.rate_per_s, limits.burst)
+        self.breaker = CircuitBreaker(limits.breaker_failures, limits.breaker_reset_s)
+        self.breaker.on_change = self._breaker_changed
+        self._budget: EscalationBudget | None = None
+        self._budget_key: tuple[int | None, float | None] | None = None
+        self._slots = asyncio.Semaphore(limits.concurrency)
+        self._wait_lock = asyncio.Lock()  # one pause at a time: the consumer polls from one place
+
+    async def process(self, records: Sequence[RawRecord], wait: Wait) -> list[Outgoing]:
+        policy = self.policy()
+        budget = self._budget_for(policy)
+        outputs: list[Outgoing] = []
+        requests: list[tuple[AdjudicationRequest, RawRecord]] = []
+        for raw in records:
+            try:
+                requests.append((codec.decode(raw.value or b"", AdjudicationRequest), raw))
+            except DecodeError as exc:
+                letter = DeadLetter.of(raw.value or b"", stage=INTAKE_STAGE, error=exc, reason=exc.reason, key=raw.key,
+                                       topic=raw.topic, partition=raw.partition, offset=raw.offset)
+                outputs.append(Outgoing("dead_letter", raw.key, codec.encode(letter), letter))
+        results = await asyncio.gather(*(self._settle(request, raw, policy, budget, wait) for request, raw in requests))
+        for result in results:
+            outputs.extend(result)
+        return outputs
+
+    def published(self, outputs: Sequence[Outgoing]) -> None:
+        m = self.metrics
+        for out in outputs:
+            record = out.record
+            if isinstance(record, Verdict):
+                m.decisions.labels(record.decision, record.category or "none", record.route).inc()
+                m.end_to_end_latency.labels(record.route).observe(record.latency_ms / 1000.0)
+            elif isinstance(record, DeadLetter):
+                m.dead_letters.labels(record.stage, record.reason).inc()
+
+    # -- one request ---------------------------------------------------------------------------------
+
+    async def _settle(self, request: AdjudicationRequest, raw: RawRecord, policy: Policy, budget: EscalationBudget,
+                      wait: Wait) -> list[Outgoing]:
+        while True:
+            try:
+                async with self._slots:
+                    return await self._attempts(request, raw, policy, budget)
+            except _Held as held:
+                self.metrics.frontier_holds.labels(held.reason).inc()
+                async with self._wait_lock:
+                    await wait(min(self.limits.max_hold_s, max(0.05, held.seconds)))
+
+    async def _attempts(self, request: AdjudicationRequest, raw: RawRecord, policy: Policy,
+                        budget: EscalationBudget) -> list[Outgoing]:
+        spent = 0.0
+        problem = ""
+        est = policy.prices.est_frontier_usd_per_post
+        for attempt in range(self.limits.max_attempts):
+            if not budget.allows(est):
+                return self._unsettled(request, raw, policy, "over_budget", spent, budget.seconds_until_room(est))
+            if not self.breaker.allow():
+                return self._unsettled(request, raw, policy, "frontier_unavailable", spent,
+                                       self.breaker.seconds_until_trial())
+            await self.bucket.take()
+            try:
+                reply = await self.adjudicator.adjudicate(build_request(request, policy))
+            except FrontierTransient as exc:
+                budget.record(0.0)
+                self.breaker.record_failure()
+                self.metrics.frontier_calls.labels(exc.kind).inc()
+                problem = exc.kind
+                if attempt + 1 < self.limits.max_attempts:
+                    await asyncio.sleep(exc.retry_after if exc.retry_after is not None
+                                        else self.limits.backoff.delay(attempt))
+                continue
+            except FrontierRejected as exc:
+                self.metrics.frontier_calls.labels("rejected").inc()
+                if exc.kind in _FATAL_REJECTIONS:
+                    raise
+                return self._fallback_or_dead(request, raw, policy, "frontier_rejected", spent, exc)
+            self.breaker.record_success()
+            cost = self._book(reply, policy)
+            budget.record(cost)
+            spent += cost
+            judgement = parse_answer(reply.content, reply.stop_reason, policy)
+            if isinstance(judgement, AnswerProblem):
+                self.metrics.frontier_calls.labels(judgement.kind).inc()
+                log.warning("unusable frontier answer for post %s (%s: %s), attempt %d of %d", request.post.id,
+                            judgement.kind, judgement.detail, attempt + 1, self.limits.max_attempts)
+                problem = judgement.kind
+                continue
+            self.metrics.frontier_calls.labels("ok").inc()
+            return self._accepted(request, policy, reply, judgement, spent)
+        if problem in ("refusal", "no_tool_call", "out_of_schema", "truncated"):
+            return self._fallback_or_dead(request, raw, policy, f"frontier_{problem}", spent,
+                                          ValueError(f"{self.limits.max_attempts} unusable answers ({problem})"))
+        return self._unsettled(request, raw, policy, "frontier_unavailable", spent, self.limits.backoff.max_s)
+
+    # -- outcomes ------------------------------------------------------------------------------------
+
+    def _accepted(self, request: AdjudicationRequest, policy: Policy, reply: FrontierReply, judgement: Judgement,
+                  cost: float) -> list[Outgoing]:
+        now = self.clock()
+        post = request.post
+        category, decision, rationale = judgement.category, judgement.decision, judgement.rationale
+        verdict = Verdict(
+            verdict_id=verdict_id(post.id, policy.version), post_id=post.id, decision=decision,
+            category=None if category == policy.taxonomy.safe else category, scores=request.scores,
+            route="frontier", final=True, model=policy.adjudication.model, model_version=reply.model,
+            policy=policy.name, policy_version=policy.version, latency_ms=self._latency_ms(request, now),
+            cost_usd=cost, rationale=rationale, decided_at=now,
+        )
+        label = Label(post_id=post.id, text=post.text, label=category, source="frontier", model_scores=request.scores,
+                      model_version=request.model_version, policy_version=policy.version, labelled_at=now)
+        key = post.id.encode()
+        return [Outgoing("verdicts", key, codec.encode(verdict), verdict),
+                Outgoing("labels", key, codec.encode(label), label)]
+
+    def _unsettled(self, request: AdjudicationRequest, raw: RawRecord, policy: Policy, reason: str, spent: float,
+                   retry_in: float) -> list[Outgoing]:
+        """Breaker open, budget spent or attempts used up: fall back, or hold (raise _Held)."""
+        if policy.fallback == "hold":
+            raise _Held(retry_in, reason)
+        return self._fallback(request, policy, reason, spent)
+
+    def _fallback_or_dead(self, request: AdjudicationRequest, raw: RawRecord, policy: Policy, reason: str,
+                          spent: float, error: BaseException) -> list[Outgoing]:
+        """The frontier answered but unusably: fall back, or (hold) dead-letter, as waiting cannot help."""
+        if policy.fallback == "small_model":
+            return self._fallback(request, policy, reason, spent)
+        letter = DeadLetter.of(raw.value or b"", stage=ANSWER_STAGE, error=error, reason=reason, key=raw.key,
+                               topic=raw.topic, partition=raw.partition, offset=raw.offset,
+                               attempts=self.limits.max_attempts)
+        return [Outgoing("dead_letter", raw.key, codec.encode(letter), letter)]
+
+    def _fallback(self, request: AdjudicationRequest, policy: Policy, reason: str, spent: float) -> list[Outgoing]:
+        now = self.clock()
+        post = request.post
+        outcome = best_guess(request.scores, policy)
+        self.metrics.fallbacks.labels(reason).inc()
+        verdict = Verdict(
+            verdict_id=verdict_id(post.id, policy.version), post_id=post.id,
+            decision="allow" if outcome.kind == "escalate" else outcome.kind, category=outcome.category,
+            scores=request.scores, route="fallback", final=True, model=request.model,
+            model_version=request.model_version, policy=policy.name, policy_version=policy.version,
+            latency_ms=self._latency_ms(request, now), cost_usd=spent, flags=(reason,), decided_at=now,
+        )
+        return [Outgoing("verdicts", post.id.encode(), codec.encode(verdict), verdict)]
+
+    # -- bookkeeping ---------------------------------------------------------------------------------
+
+    def _book(self, reply: FrontierReply, policy: Policy) -> float:
+        u = reply.usage
+        for kind, tokens in (("input", u.input), ("output", u.output), ("cache_write", u.cache_write),
+                             ("cache_read", u.cache_read)):
+            self.metrics.frontier_tokens.labels(kind).inc(tokens)
+        cost = policy.prices.frontier.cost_usd(u.input, u.output, u.cache_write, u.cache_read)
+        self.metrics.frontier_cost_usd.inc(cost)
+        return cost
+
+    def _budget_for(self, policy: Policy) -> EscalationBudget:
+        key = (policy.escalation_budget.max_requests_per_hour, policy.escalation_budget.max_usd_per_hour)
+        if self._budget is None or key != self._budget_key:
+            # A policy edit that changes the caps starts a fresh window; spend so far is not carried over.
+            self._budget, self._budget_key = EscalationBudget(*key), key
+        return self._budget
+
+    def _latency_ms(self, request: AdjudicationRequest, now: datetime) -> float:
+        origin = request.post.created_at or request.ingested_at
+        return max(0.0, (now - origin).total_seconds() * 1000.0)
+
+    def _breaker_changed(self, state: str) -> None:
+        self.metrics.breaker_open.set(1 if state == "open" else 0)
+        log.warning("frontier circuit breaker is now %s", state)

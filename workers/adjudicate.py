@@ -1,0 +1,93 @@
+"""The adjudicate worker (``modcascade worker adjudicate``): adjudication requests → frontier model → verdicts.
+
+Thin on purpose: it wires settings to the library and runs the loop.
+
+    AdjudicationStage (pipeline.adjudication)   budget, breaker, rate limit, the call, the answer check, fallback
+    StreamLoop (pipeline.kafka.stream)          batches, publishes verdicts + labels, awaits acks, then commits
+    PolicyStore (pipeline.policy)               the policy file, hot-reloaded
+
+A crash re-adjudicates the uncommitted batch (a second call, the same ``verdict_id``); nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from pipeline.adjudication.backends import Adjudicator, AnthropicAdjudicator
+from pipeline.adjudication.stage import AdjudicationLimits, AdjudicationStage
+from pipeline.errors import SettingsError
+from pipeline.kafka.clients import make_consumer, make_producer, start_client
+from pipeline.kafka.stream import Batching, StreamLoop
+from pipeline.metrics import Metrics
+from pipeline.policy import PolicyStore
+from pipeline.retry import Backoff
+from pipeline.settings import Settings
+from workers.classify import WorkerReport
+
+log = logging.getLogger(__name__)
+
+
+def build_adjudicator(settings: Settings) -> Adjudicator:
+    a = settings.adjudicator
+    key = settings.anthropic_api_key
+    if key is None:
+        raise SettingsError("no frontier API key: set MODCASCADE_ANTHROPIC_API_KEY (or ANTHROPIC_API_KEY) to run the "
+                            "adjudicate worker")
+    return AnthropicAdjudicator(api_key=key.get_secret_value(), base_url=a.base_url, timeout_s=a.timeout_s)
+
+
+def limits_from(settings: Settings) -> AdjudicationLimits:
+    a = settings.adjudicator
+    return AdjudicationLimits(
+        concurrency=a.concurrency, rate_per_s=a.rate_per_s, burst=a.burst, max_attempts=a.max_attempts,
+        breaker_failures=a.breaker_failures, breaker_reset_s=a.breaker_reset_s,
+        backoff=Backoff(a.backoff_base_s, a.backoff_max_s),
+    )
+
+
+async def run_adjudicate_worker(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    adjudicator: Adjudicator | None = None,
+    metrics: Metrics | None = None,
+    on_ready: asyncio.Event | None = None,
+) -> WorkerReport:
+    """Run until ``stop`` is set or a fatal error is raised. ``adjudicator`` defaults to the configured one
+    (closed here); one passed in is not closed."""
+    metrics = metrics or Metrics.create()
+    owned = adjudicator is None
+    adjudicator = adjudicator or build_adjudicator(settings)
+    try:
+        store = PolicyStore(settings.policy_path, metrics)
+        stage = AdjudicationStage(adjudicator, lambda: store.current, limits=limits_from(settings), metrics=metrics)
+        topics = settings.topics.all()
+        a = settings.adjudicator
+        consumer = make_consumer(settings, topics["adjudication"], group_id=a.group_id)
+        producer = make_producer(settings)
+        await start_client(producer, settings, "adjudicate producer")
+        try:
+            await start_client(consumer, settings, "adjudicate consumer")
+            loop = StreamLoop(consumer, producer, stage, topics, metrics=metrics,
+                              on_assigned=on_ready.set if on_ready is not None else None,
+                              batching=Batching(a.batch_max_posts, a.batch_max_wait_ms / 1000))
+            log.info("adjudicate worker: %s, policy %s %s, group %s", adjudicator.provider, store.current.name,
+                     store.current.version, a.group_id)
+            watch_stop = asyncio.Event()
+            try:
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(store.watch(watch_stop), name="policy-watch")
+                    try:
+                        await loop.run(stop)
+                    finally:
+                        watch_stop.set()
+            except ExceptionGroup as errors:
+                raise errors.exceptions[0] from None
+            return WorkerReport(loop.batches, loop.records)
+        finally:
+            await consumer.stop()
+            await producer.stop()
+    finally:
+        if owned:
+            await adjudicator.aclose()
