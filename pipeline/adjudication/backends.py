@@ -55,7 +55,9 @@ class AnthropicAdjudicator:
     provider = "anthropic"
 
     def __init__(self, *, api_key: str, base_url: str | None = None, timeout_s: float = 60.0) -> None:
-        self._client = anthropic.AsyncAnthropic(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s)
+        # Strict validation turns a 200 reply of the wrong shape into an error instead of None fields.
+        self._client = anthropic.AsyncAnthropic(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s,
+                                                _strict_response_validation=True)
 
     async def adjudicate(self, request: FrontierRequest) -> FrontierReply:
         try:
@@ -74,6 +76,8 @@ class AnthropicAdjudicator:
             raise FrontierTransient(f"the frontier API is unreachable: {exc}", kind="connection") from exc
         except anthropic.APIStatusError as exc:
             raise _translate(exc) from exc
+        except (anthropic.APIResponseValidationError, ValueError) as exc:  # ValueError: a body that is not JSON
+            raise FrontierTransient(f"the frontier API sent a malformed reply: {exc}", kind="malformed") from exc
         usage = message.usage
         return FrontierReply(
             content=[block.model_dump(mode="json") for block in message.content],

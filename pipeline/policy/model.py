@@ -125,7 +125,7 @@ class Adjudication(Section):
     """What the frontier model is told and which one it is."""
 
     guidelines: Text = Field(description="instructions sent to the frontier model with each borderline post")
-    model: Text = Field(description="frontier model id, e.g. claude-sonnet-4-5")
+    model: Text = Field(description="frontier model id, e.g. claude-sonnet-4-6")
     max_output_tokens: int = Field(default=512, gt=0, description="cap on the frontier's answer")
 
 
