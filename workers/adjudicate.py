@@ -17,13 +17,11 @@ import logging
 from pipeline.adjudication.backends import Adjudicator, AnthropicAdjudicator
 from pipeline.adjudication.stage import AdjudicationLimits, AdjudicationStage
 from pipeline.errors import SettingsError
-from pipeline.kafka.clients import make_consumer, make_producer, start_client
-from pipeline.kafka.stream import Batching, StreamLoop
+from pipeline.kafka.stream import Batching, StreamReport, run_stream
 from pipeline.metrics import Metrics
 from pipeline.policy import PolicyStore
 from pipeline.retry import Backoff
 from pipeline.settings import Settings
-from workers.classify import WorkerReport
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +51,7 @@ async def run_adjudicate_worker(
     adjudicator: Adjudicator | None = None,
     metrics: Metrics | None = None,
     on_ready: asyncio.Event | None = None,
-) -> WorkerReport:
+) -> StreamReport:
     """Run until ``stop`` is set or a fatal error is raised. ``adjudicator`` defaults to the configured one
     (closed here); one passed in is not closed."""
     metrics = metrics or Metrics.create()
@@ -62,32 +60,12 @@ async def run_adjudicate_worker(
     try:
         store = PolicyStore(settings.policy_path, metrics)
         stage = AdjudicationStage(adjudicator, lambda: store.current, limits=limits_from(settings), metrics=metrics)
-        topics = settings.topics.all()
         a = settings.adjudicator
-        consumer = make_consumer(settings, topics["adjudication"], group_id=a.group_id)
-        producer = make_producer(settings)
-        await start_client(producer, settings, "adjudicate producer")
-        try:
-            await start_client(consumer, settings, "adjudicate consumer")
-            loop = StreamLoop(consumer, producer, stage, topics, metrics=metrics,
-                              on_assigned=on_ready.set if on_ready is not None else None,
-                              batching=Batching(a.batch_max_posts, a.batch_max_wait_ms / 1000))
-            log.info("adjudicate worker: %s, policy %s %s, group %s", adjudicator.provider, store.current.name,
-                     store.current.version, a.group_id)
-            watch_stop = asyncio.Event()
-            try:
-                async with asyncio.TaskGroup() as group:
-                    group.create_task(store.watch(watch_stop), name="policy-watch")
-                    try:
-                        await loop.run(stop)
-                    finally:
-                        watch_stop.set()
-            except ExceptionGroup as errors:
-                raise errors.exceptions[0] from None
-            return WorkerReport(loop.batches, loop.records)
-        finally:
-            await consumer.stop()
-            await producer.stop()
+        log.info("adjudicate worker: %s, policy %s %s, group %s", adjudicator.provider, store.current.name,
+                 store.current.version, a.group_id)
+        return await run_stream(settings, stage, store, stop, source_role="adjudication", group_id=a.group_id,
+                                batching=Batching(a.batch_max_posts, a.batch_max_wait_ms / 1000), metrics=metrics,
+                                name="adjudicate", on_assigned=on_ready.set if on_ready is not None else None)
     finally:
         if owned:
             await adjudicator.aclose()

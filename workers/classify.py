@@ -20,27 +20,19 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from pipeline.backends import Classifier, make_classifier
 from pipeline.backends.base import LabelMap
 from pipeline.cascade.cache import ScoreCache
 from pipeline.cascade.stage import ClassifyStage
 from pipeline.errors import BackendUnavailable
-from pipeline.kafka.clients import make_consumer, make_producer, start_client
-from pipeline.kafka.stream import Batching, StreamLoop
+from pipeline.kafka.stream import Batching, StreamReport, run_stream
 from pipeline.metrics import Metrics
 from pipeline.policy import Policy, PolicyStore, load_policy
 from pipeline.retry import Backoff
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class WorkerReport:
-    batches: int
-    records: int
 
 
 def build_classifier(settings: Settings) -> Classifier:
@@ -63,7 +55,7 @@ async def run_classify_worker(
     classifier: Classifier | None = None,
     metrics: Metrics | None = None,
     on_ready: Callable[[], None] | None = None,
-) -> WorkerReport:
+) -> StreamReport:
     """Run until ``stop`` is set (the batch in progress is committed first) or a fatal error is raised.
 
     ``classifier`` defaults to :func:`build_classifier`; one passed in is not closed here. ``metrics``
@@ -77,7 +69,7 @@ async def run_classify_worker(
     backoff = Backoff(w.backoff_base_s, w.backoff_max_s)
     try:
         if not await _wait_for_backend(classifier, backoff, stop):
-            return WorkerReport(0, 0)
+            return StreamReport(0, 0)
         labels = classifier.labels
 
         def fits_model(policy: Policy) -> None:  # a hot-reloaded taxonomy must still match the served model
@@ -89,33 +81,11 @@ async def run_classify_worker(
             cache=ScoreCache(w.cache_entries, w.cache_ttl_s), metrics=metrics,
             max_text_bytes=settings.max_text_bytes, backoff=backoff,
         )
-        topics = settings.topics.all()
-        consumer = make_consumer(settings, topics["posts"], group_id=w.group_id)
-        producer = make_producer(settings)
-        await start_client(producer, settings, "classify producer")
-        try:
-            await start_client(consumer, settings, "classify consumer")
-            loop = StreamLoop(consumer, producer, stage, topics, metrics=metrics, on_assigned=on_ready,
-                              batching=Batching(w.batch_max_posts, w.batch_max_wait_ms / 1000))
-            log.info("classify worker: %s (%s) on %s, policy %s %s, group %s", classifier.model_name,
-                     classifier.model_version, classifier.backend, store.current.name, store.current.version,
-                     w.group_id)
-            watch_stop = asyncio.Event()
-            try:
-                # A task group: if the policy watcher dies, the worker stops loudly instead of running on
-                # with a policy that no longer follows its file.
-                async with asyncio.TaskGroup() as group:
-                    group.create_task(store.watch(watch_stop), name="policy-watch")
-                    try:
-                        await loop.run(stop)
-                    finally:
-                        watch_stop.set()
-            except ExceptionGroup as errors:
-                raise errors.exceptions[0] from None
-            return WorkerReport(loop.batches, loop.records)
-        finally:
-            await consumer.stop()
-            await producer.stop()
+        log.info("classify worker: %s (%s) on %s, policy %s %s, group %s", classifier.model_name,
+                 classifier.model_version, classifier.backend, store.current.name, store.current.version, w.group_id)
+        return await run_stream(settings, stage, store, stop, source_role="posts", group_id=w.group_id,
+                                batching=Batching(w.batch_max_posts, w.batch_max_wait_ms / 1000), metrics=metrics,
+                                name="classify", on_assigned=on_ready)
     finally:
         if owned:
             await classifier.aclose()

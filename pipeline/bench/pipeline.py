@@ -51,11 +51,12 @@ from pipeline import codec
 from pipeline.backends.fake import FakeClassifier
 from pipeline.bench.classify import bench_posts
 from pipeline.kafka import EmbeddedBroker, delete_topics, ensure_topics, make_consumer, make_producer, start_client
+from pipeline.kafka.stream import StreamReport
 from pipeline.metrics import Metrics
 from pipeline.policy import load_policy
 from pipeline.serving import ModelServer
 from pipeline.settings import Settings, TopicNames, load_settings
-from workers.classify import WorkerReport, build_classifier, run_classify_worker
+from workers.classify import build_classifier, run_classify_worker
 
 T = TypeVar("T")
 
@@ -318,7 +319,7 @@ class Probe:
 
 @contextlib.asynccontextmanager
 async def running_worker(settings: Settings, probe: Probe,
-                         classifier: FakeClassifier | None = None) -> AsyncIterator[asyncio.Task[WorkerReport]]:
+                         classifier: FakeClassifier | None = None) -> AsyncIterator[asyncio.Task[StreamReport]]:
     """The classify worker as a task of this event loop; stopped gracefully on exit (cancelled on an error)."""
     stop = asyncio.Event()
     task = asyncio.create_task(run_classify_worker(settings, stop, classifier=classifier, metrics=probe.metrics),
@@ -333,7 +334,7 @@ async def running_worker(settings: Settings, probe: Probe,
     await asyncio.wait_for(task, _STOP_S)
 
 
-async def watching(worker: asyncio.Task[WorkerReport], awaitable: Awaitable[T], timeout_s: float, what: str) -> T:
+async def watching(worker: asyncio.Task[StreamReport], awaitable: Awaitable[T], timeout_s: float, what: str) -> T:
     """``await awaitable``, but fail at once if the worker stops, and after ``timeout_s``."""
     waiting = asyncio.ensure_future(awaitable)
     try:

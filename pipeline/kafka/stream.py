@@ -34,8 +34,11 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from pipeline.errors import BrokerError
 from pipeline.intake import RawRecord
+from pipeline.kafka.clients import make_consumer, make_producer, start_client
 from pipeline.metrics import Metrics
+from pipeline.policy.store import PolicyStore
 from pipeline.records import Record
+from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -210,3 +213,52 @@ class StreamLoop:
         except (CommitFailedError, IllegalStateError) as exc:
             log.warning("commit of %d records failed after a rebalance (%s); their new owner re-reads them",
                         len(batch), type(exc).__name__)
+
+
+@dataclass(frozen=True)
+class StreamReport:
+    batches: int
+    records: int
+
+
+async def run_stream(
+    settings: Settings,
+    processor: BatchProcessor,
+    store: PolicyStore,
+    stop: asyncio.Event,
+    *,
+    source_role: str,
+    group_id: str,
+    batching: Batching,
+    metrics: Metrics,
+    name: str,
+    on_assigned: Callable[[], None] | None = None,
+) -> StreamReport:
+    """What every worker does around its processor: clients for ``topics[source_role]`` in ``group_id``, the
+    policy file watched for hot reload, the :class:`StreamLoop` until ``stop``; everything closed after.
+
+    The watcher and the loop share a task group: if the watcher dies, the worker stops loudly instead of
+    running on with a policy that no longer follows its file.
+    """
+    topics = settings.topics.all()
+    consumer = make_consumer(settings, topics[source_role], group_id=group_id)
+    producer = make_producer(settings)
+    await start_client(producer, settings, f"{name} producer")
+    try:
+        await start_client(consumer, settings, f"{name} consumer")
+        loop = StreamLoop(consumer, producer, processor, topics, metrics=metrics, on_assigned=on_assigned,
+                          batching=batching)
+        watch_stop = asyncio.Event()
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(store.watch(watch_stop), name=f"{name}-policy-watch")
+                try:
+                    await loop.run(stop)
+                finally:
+                    watch_stop.set()
+        except ExceptionGroup as errors:
+            raise errors.exceptions[0] from None
+        return StreamReport(loop.batches, loop.records)
+    finally:
+        await consumer.stop()
+        await producer.stop()
