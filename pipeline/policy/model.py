@@ -40,6 +40,10 @@ Action = Literal["block", "review"]
 """What a category does at or above ``block_at``: block the post, or send it to human review."""
 Fallback = Literal["small_model", "hold"]
 """When the frontier is unavailable or over budget: take the small model's best guess, or hold and retry."""
+Provider = Literal["anthropic", "openai"]
+"""Which API adjudicates: Anthropic's Messages API, or an OpenAI-compatible chat API (e.g. a model on vLLM)."""
+PiiKind = Literal["emails", "phones", "urls", "handles"]
+"""What the feedback worker can scrub from post texts before they are written to the retraining dataset."""
 
 RULE_ERROR = "policy_rule"
 """pydantic error type of the cross-field rules below; the message already names the fix."""
@@ -125,6 +129,8 @@ class Adjudication(Section):
     """What the frontier model is told and which one it is."""
 
     guidelines: Text = Field(description="instructions sent to the frontier model with each borderline post")
+    provider: Provider = Field(default="anthropic", description="'anthropic' (Messages API) or 'openai' "
+                                                                "(an OpenAI-compatible chat API, e.g. vLLM)")
     model: Text = Field(description="frontier model id, e.g. claude-sonnet-4-6")
     max_output_tokens: int = Field(default=512, gt=0, description="cap on the frontier's answer")
 
@@ -134,6 +140,13 @@ class EscalationBudget(Section):
 
     max_requests_per_hour: int | None = Field(default=None, ge=0, description="frontier calls per hour")
     max_usd_per_hour: Usd | None = Field(default=None, description="frontier spend per hour in USD")
+
+
+class DatasetRules(Section):
+    """What happens to labelled posts on their way into the retraining dataset."""
+
+    scrub_pii: tuple[PiiKind, ...] = Field(default=(), description="PII replaced by placeholders before writing: "
+                                                                    "emails, phones, urls, handles")
 
 
 class ModelRef(Section):
@@ -201,6 +214,7 @@ class Policy(Section):
     escalation_budget: EscalationBudget = Field(description="hourly caps on frontier use")
     fallback: Fallback = Field(description="'small_model' or 'hold' when the frontier is unavailable/over budget")
     model: ModelRef = Field(description="the small classification model")
+    dataset: DatasetRules = Field(default_factory=DatasetRules, description="retraining dataset rules")
     prices: Prices = Field(description="prices for cost accounting")
 
     _version: str = PrivateAttr(default="")
