@@ -133,8 +133,9 @@ class AdjudicatorSettings(BaseSettings):
 
     model_config = _config("MODCASCADE_ADJUDICATOR_")
 
-    provider: Literal["anthropic"] = "anthropic"
-    base_url: str | None = Field(default=None, description="API base URL; unset = the provider's default")
+    base_url: str | None = Field(default=None, description="Anthropic API base URL; unset = Anthropic's")
+    openai_base_url: str | None = Field(default=None, description="OpenAI-compatible chat API for policies with "
+                                        "adjudication.provider openai, e.g. http://judge:8000/v1 (vLLM)")
     timeout_s: float = Field(default=60.0, gt=0, description="one frontier call")
     group_id: str = Field(default="modcascade-adjudicate", description="consumer group of the adjudicate workers")
     batch_max_posts: int = Field(default=32, ge=1, description="requests taken per batch")
@@ -149,6 +150,28 @@ class AdjudicatorSettings(BaseSettings):
     backoff_max_s: float = Field(default=30.0, gt=0, description="longest wait between calls")
 
 
+class FeedbackSettings(BaseSettings):
+    """The feedback worker: labels → the retraining dataset."""
+
+    model_config = _config("MODCASCADE_FEEDBACK_")
+
+    group_id: str = Field(default="modcascade-feedback", description="consumer group of the feedback workers")
+    dataset_dir: Path = Field(default=Path("data/dataset"), description="retraining dataset (Parquet, by day)")
+    batch_max_labels: int = Field(default=500, ge=1, description="labels written per Parquet file ...")
+    batch_max_wait_ms: int = Field(default=1000, ge=0, description="... or this long after the first one")
+
+
+class PromoteSettings(BaseSettings):
+    """The promotion gate: how much worse a candidate may be than the current model (0 = not at all)."""
+
+    model_config = _config("MODCASCADE_PROMOTE_")
+
+    models_dir: Path = Field(default=Path("models"), description="releases live in models_dir/releases/<version>")
+    macro_f1_tolerance: float = Field(default=0.005, ge=0, description="allowed macro-F1 drop on the golden set")
+    worst_slice_tolerance: float = Field(default=0.01, ge=0, description="allowed F1 drop on the worst slice")
+    ece_tolerance: float = Field(default=0.01, ge=0, description="allowed rise in expected calibration error")
+
+
 class Settings(BaseSettings):
     """All settings, grouped. Build with :func:`load_settings` to get the unknown-variable check."""
 
@@ -160,6 +183,8 @@ class Settings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     adjudicator: AdjudicatorSettings = Field(default_factory=AdjudicatorSettings)
+    feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
+    promote: PromoteSettings = Field(default_factory=PromoteSettings)
 
     policy_path: Path = Field(default=Path("policies/default.yaml"), description="policy YAML the workers use")
     metrics_port: int = Field(default=9464, ge=0, le=65535, description="Prometheus endpoint; 0 = off")
@@ -168,6 +193,11 @@ class Settings(BaseSettings):
     anthropic_api_key: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("MODCASCADE_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY"),
+    )
+    openai_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MODCASCADE_OPENAI_API_KEY", "OPENAI_API_KEY"),
+        description="key for the OpenAI-compatible adjudicator; a vLLM server started without --api-key needs none",
     )
 
     @property
@@ -190,9 +220,10 @@ class Settings(BaseSettings):
         return self.model_dump(mode="json")
 
 
-_GROUPS = frozenset({"kafka", "topics", "broker", "model", "worker", "adjudicator"})
+_GROUPS = frozenset({"kafka", "topics", "broker", "model", "worker", "adjudicator", "feedback", "promote"})
 _GROUP_CLASSES: tuple[type[BaseSettings], ...] = (
     Settings, KafkaSettings, TopicNames, BrokerSettings, ModelSettings, WorkerSettings, AdjudicatorSettings,
+    FeedbackSettings, PromoteSettings,
 )
 
 
