@@ -1,24 +1,31 @@
 """Adjudicators: the frontier model behind one small interface, so the worker is provider-neutral.
 
-    Adjudicator         the protocol: ``await adjudicate(FrontierRequest) -> FrontierReply``
-    AnthropicAdjudicator  Claude through the official ``anthropic`` SDK (Messages API, tool use, prompt caching)
+    Adjudicator      the protocol: ``await adjudicate(FrontierRequest) -> FrontierReply``
+    FrontierRouter   sends each request to the adjudicator of its policy's ``adjudication.provider``
+    status_error     one HTTP error → FrontierTransient / FrontierRejected, the same for every provider
 
-Retries are NOT the SDK's: the client is built with ``max_retries=0`` and every failure is translated here
-into :class:`FrontierTransient` (with the server's ``retry-after`` when it sent one) or
-:class:`FrontierRejected`; the worker's own policy decides whether and when to try again, with a bounded
-number of attempts, a circuit breaker and the budget (a spend-cap 429 must not be retried forever).
+The providers (:mod:`~pipeline.adjudication.anthropic_api`, :mod:`~pipeline.adjudication.openai_chat`) map a
+:class:`~pipeline.adjudication.prompt.FrontierRequest` onto their API and the answer back onto a
+:class:`FrontierReply` whose content blocks have Anthropic's shape (``tool_use`` with ``name`` and ``input``,
+``text``), which is what :mod:`pipeline.adjudication.answer` checks.
+
+Retries are never the SDKs': clients are built with ``max_retries=0`` and every failure is translated into
+:class:`FrontierTransient` (with the server's ``retry-after`` when it sent one) or :class:`FrontierRejected`;
+the stage's own policy decides whether and when to try again, with a bounded number of attempts, a circuit
+breaker and the budget (a spend-cap 429 must not be retried forever).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import anthropic
-from anthropic.types import MessageParam, TextBlockParam, ToolChoiceToolParam, ToolParam
-
-from pipeline.adjudication.prompt import TOOL_NAME, FrontierRequest
+from pipeline.adjudication.prompt import FrontierRequest
 from pipeline.errors import FrontierRejected, FrontierTransient
+
+NOT_CONFIGURED = "not_configured"
+"""FrontierRejected kind: the policy names a provider this worker has no endpoint or key for."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,55 +58,49 @@ class Adjudicator(Protocol):
     async def aclose(self) -> None: ...
 
 
-class AnthropicAdjudicator:
-    provider = "anthropic"
+HOW_TO_CONFIGURE: Mapping[str, str] = {
+    "anthropic": "set MODCASCADE_ANTHROPIC_API_KEY (or ANTHROPIC_API_KEY)",
+    "openai": "set MODCASCADE_ADJUDICATOR_OPENAI_BASE_URL (e.g. http://judge:8000/v1 for a vLLM server) and, if "
+              "the server wants one, MODCASCADE_OPENAI_API_KEY",
+}
 
-    def __init__(self, *, api_key: str, base_url: str | None = None, timeout_s: float = 60.0) -> None:
-        # Strict validation turns a 200 reply of the wrong shape into an error instead of None fields.
-        self._client = anthropic.AsyncAnthropic(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s,
-                                                _strict_response_validation=True)
+
+class FrontierRouter:
+    """Dispatches on :attr:`FrontierRequest.provider`, so a policy edit can move adjudication to another provider
+    without a restart, as long as the worker was given that provider's endpoint."""
+
+    provider = "router"
+
+    def __init__(self, adjudicators: Mapping[str, Adjudicator]) -> None:
+        self._by_provider = dict(adjudicators)
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        return tuple(self._by_provider)
+
+    def check(self, provider: str) -> None:
+        """Raise FrontierRejected(not_configured) when ``provider`` cannot be served, saying how to configure it."""
+        if provider not in self._by_provider:
+            have = ", ".join(self._by_provider) or "none"
+            raise FrontierRejected(f"the policy's adjudication.provider is {provider!r} but this worker is configured "
+                                   f"for: {have}; {HOW_TO_CONFIGURE.get(provider, 'configure it')}",
+                                   kind=NOT_CONFIGURED)
 
     async def adjudicate(self, request: FrontierRequest) -> FrontierReply:
-        try:
-            system: TextBlockParam = {"type": "text", "text": request.system, "cache_control": {"type": "ephemeral"}}
-            user: MessageParam = {"role": "user", "content": request.user}
-            tool: ToolParam = {"name": request.tool["name"], "description": request.tool["description"],
-                               "input_schema": request.tool["input_schema"]}
-            choice: ToolChoiceToolParam = {"type": "tool", "name": TOOL_NAME}
-            message = await self._client.messages.create(
-                model=request.model, max_tokens=request.max_tokens, system=[system], messages=[user], tools=[tool],
-                tool_choice=choice,
-            )
-        except anthropic.APITimeoutError as exc:
-            raise FrontierTransient(f"the frontier call timed out: {exc}", kind="timeout") from exc
-        except anthropic.APIConnectionError as exc:
-            raise FrontierTransient(f"the frontier API is unreachable: {exc}", kind="connection") from exc
-        except anthropic.APIStatusError as exc:
-            raise _translate(exc) from exc
-        except (anthropic.APIResponseValidationError, ValueError) as exc:  # ValueError: a body that is not JSON
-            raise FrontierTransient(f"the frontier API sent a malformed reply: {exc}", kind="malformed") from exc
-        usage = message.usage
-        return FrontierReply(
-            content=[block.model_dump(mode="json") for block in message.content],
-            stop_reason=message.stop_reason,
-            usage=TokenUsage(
-                input=usage.input_tokens,
-                output=usage.output_tokens,
-                cache_write=usage.cache_creation_input_tokens or 0,
-                cache_read=usage.cache_read_input_tokens or 0,
-            ),
-            model=message.model,
-            reply_id=message.id,
-        )
+        self.check(request.provider)
+        return await self._by_provider[request.provider].adjudicate(request)
 
     async def aclose(self) -> None:
-        await self._client.close()
+        for adjudicator in self._by_provider.values():
+            await adjudicator.aclose()
 
 
-def _translate(exc: anthropic.APIStatusError) -> FrontierTransient | FrontierRejected:
-    status = exc.status_code
-    retry_after = _retry_after(exc.response.headers)
-    message = f"the frontier API answered HTTP {status}: {exc.message}"
+def status_error(status: int, headers: Mapping[str, str], detail: str, *, key_hint: str
+                 ) -> FrontierTransient | FrontierRejected:
+    """The error for an HTTP ``status`` from a frontier API. 429, 529 (Anthropic's overloaded), 408 and 5xx are
+    transient; 401/403 and 404 are fatal configuration errors; any other 4xx rejects this one request."""
+    retry_after = retry_after_s(headers)
+    message = f"the frontier API answered HTTP {status}: {detail}"
     if status == 429:
         return FrontierTransient(message, kind="rate_limited", retry_after=retry_after)
     if status == 529:
@@ -107,14 +108,14 @@ def _translate(exc: anthropic.APIStatusError) -> FrontierTransient | FrontierRej
     if status >= 500 or status == 408:
         return FrontierTransient(message, kind="server_error", retry_after=retry_after)
     if status in (401, 403):
-        return FrontierRejected(message + ": check the API key (MODCASCADE_ANTHROPIC_API_KEY)", kind="auth")
+        return FrontierRejected(f"{message}: check the API key ({key_hint})", kind="auth")
     if status == 404:
         return FrontierRejected(message + ": check the model id in the policy (adjudication.model) and the base URL",
                                 kind="not_found")
     return FrontierRejected(message, kind="bad_request")
 
 
-def _retry_after(headers: Any) -> float | None:
+def retry_after_s(headers: Mapping[str, str]) -> float | None:
     """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds; an HTTP date is ignored)."""
     for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
         value = headers.get(name)

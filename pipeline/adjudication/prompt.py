@@ -20,7 +20,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.policy import Policy
+from pipeline.policy import Policy, Provider
 from pipeline.records import AdjudicationRequest
 
 TOOL_NAME = "record_verdict"
@@ -32,6 +32,8 @@ RATIONALE_MAX_CHARS = 600
 class FrontierRequest:
     """Everything one call needs, provider-neutral (each adjudicator maps it onto its own API)."""
 
+    provider: Provider
+    """Which API the policy wants (:class:`pipeline.adjudication.backends.FrontierRouter` dispatches on it)."""
     model: str
     max_tokens: int
     system: str
@@ -100,6 +102,7 @@ def user_message(request: AdjudicationRequest, nonce: str) -> str:
 def build_request(request: AdjudicationRequest, policy: Policy, *, nonce: str | None = None) -> FrontierRequest:
     nonce = nonce or new_nonce(request.post.text)
     return FrontierRequest(
+        provider=policy.adjudication.provider,
         model=policy.adjudication.model,
         max_tokens=policy.adjudication.max_output_tokens,
         system=system_prompt(policy),

@@ -30,7 +30,7 @@ from datetime import datetime
 
 from pipeline import codec
 from pipeline.adjudication.answer import AnswerProblem, Judgement, parse_answer
-from pipeline.adjudication.backends import Adjudicator, FrontierReply
+from pipeline.adjudication.backends import NOT_CONFIGURED, Adjudicator, FrontierReply
 from pipeline.adjudication.limits import CircuitBreaker, EscalationBudget, TokenBucket
 from pipeline.adjudication.prompt import build_request
 from pipeline.errors import DecodeError, FrontierRejected, FrontierTransient
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 INTAKE_STAGE = "adjudicate.intake"
 ANSWER_STAGE = "adjudicate.answer"
-_FATAL_REJECTIONS = frozenset({"auth", "not_found"})  # no post can succeed: stop the worker loudly
+_FATAL_REJECTIONS = frozenset({"auth", "not_found", NOT_CONFIGURED})  # no post can succeed: stop loudly
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from pipeline import codec
-from pipeline.adjudication.backends import AnthropicAdjudicator
+from pipeline.adjudication.anthropic_api import AnthropicAdjudicator
 from pipeline.adjudication.stage import AdjudicationLimits, AdjudicationStage
 from pipeline.backends.fake import FakeClassifier
 from pipeline.intake import RawRecord

@@ -1,0 +1,60 @@
+"""Claude through the official ``anthropic`` SDK: Messages API, one forced tool, the system prompt cached.
+
+The client is built with ``max_retries=0`` (the stage retries, see :mod:`pipeline.adjudication.backends`) and
+``_strict_response_validation=True``, which turns a 200 reply of the wrong shape into an error instead of
+``None`` fields.
+"""
+
+from __future__ import annotations
+
+import anthropic
+from anthropic.types import MessageParam, TextBlockParam, ToolChoiceToolParam, ToolParam
+
+from pipeline.adjudication.backends import FrontierReply, TokenUsage, status_error
+from pipeline.adjudication.prompt import TOOL_NAME, FrontierRequest
+from pipeline.errors import FrontierTransient
+
+
+class AnthropicAdjudicator:
+    provider = "anthropic"
+
+    def __init__(self, *, api_key: str, base_url: str | None = None, timeout_s: float = 60.0) -> None:
+        self._client = anthropic.AsyncAnthropic(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s,
+                                                _strict_response_validation=True)
+
+    async def adjudicate(self, request: FrontierRequest) -> FrontierReply:
+        try:
+            system: TextBlockParam = {"type": "text", "text": request.system, "cache_control": {"type": "ephemeral"}}
+            user: MessageParam = {"role": "user", "content": request.user}
+            tool: ToolParam = {"name": request.tool["name"], "description": request.tool["description"],
+                               "input_schema": request.tool["input_schema"]}
+            choice: ToolChoiceToolParam = {"type": "tool", "name": TOOL_NAME}
+            message = await self._client.messages.create(
+                model=request.model, max_tokens=request.max_tokens, system=[system], messages=[user], tools=[tool],
+                tool_choice=choice,
+            )
+        except anthropic.APITimeoutError as exc:
+            raise FrontierTransient(f"the frontier call timed out: {exc}", kind="timeout") from exc
+        except anthropic.APIConnectionError as exc:
+            raise FrontierTransient(f"the frontier API is unreachable: {exc}", kind="connection") from exc
+        except anthropic.APIStatusError as exc:
+            raise status_error(exc.status_code, exc.response.headers, exc.message,
+                               key_hint="MODCASCADE_ANTHROPIC_API_KEY") from exc
+        except (anthropic.APIResponseValidationError, ValueError) as exc:  # ValueError: a body that is not JSON
+            raise FrontierTransient(f"the frontier API sent a malformed reply: {exc}", kind="malformed") from exc
+        usage = message.usage
+        return FrontierReply(
+            content=[block.model_dump(mode="json") for block in message.content],
+            stop_reason=message.stop_reason,
+            usage=TokenUsage(
+                input=usage.input_tokens,
+                output=usage.output_tokens,
+                cache_write=usage.cache_creation_input_tokens or 0,
+                cache_read=usage.cache_read_input_tokens or 0,
+            ),
+            model=message.model,
+            reply_id=message.id,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.close()
