@@ -40,11 +40,15 @@ class Metrics:
     fallbacks: Counter
     frontier_holds: Counter
     breaker_open: Gauge
+    breaker_transitions: Counter
     # Policy
     policy_info: Info
     policy_reloads: Counter
     policy_reload_errors: Counter
     policy_valid: Gauge
+    # Feedback (retraining dataset)
+    labels_written: Counter
+    labels_skipped: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -83,6 +87,8 @@ class Metrics:
                                    ("reason",)),
             breaker_open=Gauge("modcascade_frontier_breaker_open", "1 while the frontier circuit breaker is open.",
                                registry=reg),
+            breaker_transitions=counter("frontier_breaker_transitions", "Circuit breaker state changes, by the state "
+                                        "entered (open, half_open, closed).", ("state",)),
             policy_info=Info("modcascade_policy", "The policy in force.", registry=reg),
             policy_reloads=counter("policy_reloads", "Policy reloads that changed the policy in force."),
             policy_reload_errors=counter("policy_reload_errors", "Policy edits rejected as invalid."),
@@ -91,6 +97,9 @@ class Metrics:
                 "1 if the policy file on disk is valid, 0 if the last edit was rejected.",
                 registry=reg,
             ),
+            labels_written=counter("labels_written", "Labels written to the retraining dataset.", ("source",)),
+            labels_skipped=counter("labels_skipped", "Labels that added no dataset row: duplicate (delivered again) "
+                                   "or superseded (a better label of the post is kept).", ("reason",)),
         )
 
 

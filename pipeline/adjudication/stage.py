@@ -253,4 +253,5 @@ class AdjudicationStage(BatchProcessor):
 
     def _breaker_changed(self, state: str) -> None:
         self.metrics.breaker_open.set(1 if state == "open" else 0)
+        self.metrics.breaker_transitions.labels(state).inc()
         log.warning("frontier circuit breaker is now %s", state)
