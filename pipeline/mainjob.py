@@ -2,7 +2,9 @@
 
     1. the demo model, trained from the seed corpus if MODCASCADE_MODEL_DIR holds none (~2 min, once)
     2. the embedded broker (or the configured Kafka) with the topics, and the vLLM model server
-    3. the classify worker, the same code as ``modcascade worker classify``
+    3. the classify worker, the same code as ``modcascade worker classify``, and, when a frontier model is
+       configured for the policy's provider (an Anthropic key, or an OpenAI-compatible endpoint), the adjudicate
+       worker; without one, escalations wait on their topic and the summary says how to enable adjudication
     4. a stream of demo posts (spam waves and malformed records included) published at a steady rate
     5. a live summary read back from the output topics, then where the verdicts are
 
@@ -32,7 +34,7 @@ from pipeline.policy import load_policy
 from pipeline.records import AdjudicationRequest, DeadLetter, Record, Verdict
 from pipeline.runtime import key_of
 from pipeline.settings import Settings, load_settings
-from pipeline.summary import RunSummary
+from pipeline.summary import RunSummary, percentile
 
 RUN_DIR = Path("runs/latest")
 
@@ -53,6 +55,7 @@ async def run_main_job(console: Console, options: MainJobOptions) -> RunSummary:
     from pipeline.demo import demo_stream, ensure_demo_model
     from pipeline.runtime import kafka_up, stop_on_sigterm
     from pipeline.serving import ModelServer
+    from workers.adjudicate import configured_providers, run_adjudicate_worker
     from workers.classify import run_classify_worker
 
     stop_on_sigterm()
@@ -60,6 +63,10 @@ async def run_main_job(console: Console, options: MainJobOptions) -> RunSummary:
     ensure_demo_model(settings.model.dir, console, policy_path=settings.policy_path)
     policy = load_policy(settings.policy_path)
     console.print(f"policy [bold]{policy.name}[/] version {policy.version} ({settings.policy_path})")
+    adjudicating = policy.adjudication.provider in configured_providers(settings)
+    if adjudicating:
+        console.print(f"adjudication: [bold]{policy.adjudication.model}[/] through {policy.adjudication.provider} "
+                      "(real calls, real cost)")
 
     options.out.mkdir(parents=True, exist_ok=True)
     server = ModelServer(settings.model.dir, port=0, max_model_len=max(256, settings.model.max_length),
@@ -72,20 +79,28 @@ async def run_main_job(console: Console, options: MainJobOptions) -> RunSummary:
             console.print(f"model [bold]{server.model_name}[/] ({server.info.version}) served at {server.url}")
             settings = _with_server(settings, server.url)
             metrics_note = _serve_metrics(settings)
-            stop, ready = asyncio.Event(), asyncio.Event()
-            worker = asyncio.create_task(run_classify_worker(settings, stop, metrics=Metrics.create(),
-                                                             on_ready=ready.set), name="classify-worker")
+            metrics = Metrics.create()  # one set for both workers: they share this process's registry
+            stop = asyncio.Event()
+            workers: dict[asyncio.Task[object], asyncio.Event] = {}
+            ready = asyncio.Event()
+            workers[asyncio.create_task(run_classify_worker(settings, stop, metrics=metrics, on_ready=ready.set),
+                                        name="classify worker")] = ready
+            if adjudicating:
+                ready = asyncio.Event()
+                workers[asyncio.create_task(run_adjudicate_worker(settings, stop, metrics=metrics, on_ready=ready),
+                                            name="adjudicate worker")] = ready
             try:
-                await _until_ready(worker, ready)
-                summary = await _stream_and_watch(console, settings, options, demo_stream(options.posts), worker,
-                                                  metrics_note)
+                for worker, ready in workers.items():
+                    await _until_ready(worker, ready)
+                summary = await _stream_and_watch(console, settings, options, demo_stream(options.posts),
+                                                  list(workers), metrics_note, adjudicating=adjudicating)
                 if options.keep:
                     _print_keep(console, settings)
                     await asyncio.Event().wait()
             finally:
                 stop.set()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.wait_for(worker, timeout=30)
+                    await asyncio.wait_for(asyncio.gather(*workers), timeout=30)
     finally:
         if not starting.done():
             starting.cancel()
@@ -98,7 +113,7 @@ async def _until_ready(worker: asyncio.Task[object], ready: asyncio.Event) -> No
     await asyncio.wait({worker, waiting}, return_when=asyncio.FIRST_COMPLETED)
     if not ready.is_set():
         worker.result()  # raises the worker's error
-        raise RuntimeError("the classify worker stopped before it was ready")
+        raise RuntimeError(f"the {worker.get_name()} stopped before it was ready")
 
 
 def _with_server(settings: Settings, url: str) -> Settings:
@@ -122,36 +137,42 @@ def _serve_metrics(settings: Settings) -> str:
 
 
 async def _stream_and_watch(console: Console, settings: Settings, options: MainJobOptions, records: list[bytes],
-                            worker: asyncio.Task[object], metrics_note: str) -> RunSummary:
+                            workers: list[asyncio.Task[object]], metrics_note: str, *, adjudicating: bool
+                            ) -> RunSummary:
     policy = load_policy(settings.policy_path)
     summary = RunSummary(policy)
     topics = settings.topics.all()
     roles = {topics[role]: role for role in ("verdicts", "adjudication", "dead_letter")}
     async with _outputs(settings) as consumer, _sinks(options.out) as sinks:
         started = time.monotonic()
+        streamed_s = 0.0
         publishing = asyncio.create_task(_publish(settings, topics["posts"], records, options.rate_per_s))
         try:
-            with Live(_render(summary, len(records), 0.0, metrics_note), console=console, refresh_per_second=4,
-                      transient=False) as live:
-                while summary.records < len(records):
-                    if worker.done():
-                        worker.result()  # a dead worker stops the job loudly
-                        raise RuntimeError("the classify worker stopped before the stream was done")
+            with Live(_render(summary, len(records), 0.0, metrics_note, adjudicating), console=console,
+                      refresh_per_second=4, transient=False) as live:
+                while summary.records < len(records) or (adjudicating and summary.awaiting):
+                    for worker in workers:
+                        if worker.done():
+                            worker.result()  # a dead worker stops the job loudly
+                            raise RuntimeError(f"the {worker.get_name()} stopped before the stream was done")
                     if time.monotonic() - started > options.timeout_s:
                         console.print(f"[red]timed out after {options.timeout_s:.0f} s with "
-                                      f"{len(records) - summary.records} records unaccounted for[/]")
+                                      f"{len(records) - summary.records} records unaccounted for and "
+                                      f"{summary.awaiting if adjudicating else 0} escalations not adjudicated[/]")
                         break
                     for batch in (await consumer.getmany(timeout_ms=250)).values():
                         for message in batch:
                             record = _decode(message.topic, message.value or b"", topics)
                             summary.add(record)
                             sinks[roles[message.topic]].write(message.value or b"")
-                    live.update(_render(summary, len(records), time.monotonic() - started, metrics_note))
+                    if summary.records < len(records):
+                        streamed_s = time.monotonic() - started  # the records rate stops with the stream
+                    live.update(_render(summary, len(records), streamed_s, metrics_note, adjudicating))
             await publishing
         finally:
             publishing.cancel()
     console.print()
-    _print_footer(console, summary, settings, options.out)
+    _print_footer(console, summary, settings, options.out, adjudicating=adjudicating)
     return summary
 
 
@@ -222,7 +243,7 @@ def _decode(topic: str, value: bytes, topics: dict[str, str]) -> Record:
     return codec.decode(value, DeadLetter)
 
 
-def _render(summary: RunSummary, total: int, elapsed: float, metrics_note: str) -> Group:
+def _render(summary: RunSummary, total: int, elapsed: float, metrics_note: str, adjudicating: bool) -> Group:
     table = Table(title="modcascade: live", show_header=False, min_width=60)
     table.add_column(style="bold")
     table.add_column()
@@ -233,21 +254,42 @@ def _render(summary: RunSummary, total: int, elapsed: float, metrics_note: str) 
                   or "-")
     table.add_row("escalated to the frontier", f"{summary.escalations.total():,} ({summary.escalation_rate:.1%}): "
                   + ", ".join(f"{k} {v:,}" for k, v in summary.escalations.most_common()))
-    table.add_row("cache hits", f"{summary.routes['cache']:,} ({summary.cache_hit_rate:.1%} of verdicts)")
+    if adjudicating:
+        fallbacks = ", ".join(f"{k} {v:,}" for k, v in summary.fallback_flags.most_common())
+        table.add_row("adjudicated", f"{summary.adjudicated:,} of {summary.escalations.total():,}: frontier "
+                      f"{summary.routes['frontier']:,}, fallback {summary.routes['fallback']:,}"
+                      + (f" ({fallbacks})" if fallbacks else ""))
+    else:
+        table.add_row("awaiting adjudication", f"{summary.awaiting:,} (no frontier model configured)")
+    table.add_row("final verdicts by route", ", ".join(f"{k} {v:,}" for k, v in summary.routes.most_common()) or "-")
+    table.add_row("cache hits", f"{summary.routes['cache']:,} ({summary.cache_hit_rate:.1%} of small-model verdicts)")
     table.add_row("dead letters", ", ".join(f"{k} {v:,}" for k, v in summary.dead_letters.most_common()) or "0")
     p50, p99 = summary.latency_ms(50), summary.latency_ms(99)
     table.add_row("latency p50 / p99", f"{p50:,.0f} ms / {p99:,.0f} ms" if p50 is not None and p99 is not None
                   else "-")
+    if adjudicating:
+        p50 = percentile(summary.adjudication_latencies_ms, 50)
+        table.add_row("frontier cost (real, from usage)", f"${summary.frontier_usd:,.4f}"
+                      + (f"; adjudication latency p50 {p50:,.0f} ms" if p50 is not None else ""))
     saved = 1 - summary.cascade_usd / summary.all_frontier_usd if summary.all_frontier_usd else 0.0
-    table.add_row("estimated cost", f"${summary.cascade_usd:,.4f} vs ${summary.all_frontier_usd:,.4f} all-frontier "
-                  f"({saved:.1%} saved)")
+    table.add_row("cost", f"${summary.cascade_usd:,.4f} vs ${summary.all_frontier_usd:,.4f} all-frontier "
+                  f"({saved:.1%} saved; all-frontier and any unadjudicated escalation are estimates)")
     if summary.duplicates:
         table.add_row("duplicates (de-duplicated)", f"{summary.duplicates:,}")
     return Group(table, metrics_note) if metrics_note else Group(table)
 
 
-def _print_footer(console: Console, summary: RunSummary, settings: Settings, out: Path) -> None:
+def _print_footer(console: Console, summary: RunSummary, settings: Settings, out: Path, *, adjudicating: bool
+                  ) -> None:
     topics = settings.topics.all()
+    if not adjudicating and summary.escalations.total():
+        from pipeline.adjudication.backends import HOW_TO_CONFIGURE
+
+        provider = summary.policy.adjudication.provider
+        console.print(f"[yellow]{summary.awaiting:,} escalated posts await adjudication[/] on the topic "
+                      f"{topics['adjudication']}: no frontier model is configured for this policy's provider "
+                      f"({provider}). To adjudicate them, {HOW_TO_CONFIGURE[provider]}, and run `make run` again "
+                      "(or `modcascade worker adjudicate` next to `modcascade run --keep`).")
     console.print(f"verdicts written to [bold]{out / 'verdicts.jsonl'}[/], escalations to "
                   f"[bold]{out / 'adjudication.jsonl'}[/], dead letters to [bold]{out / 'dead-letter.jsonl'}[/]")
     console.print(f"live, they are the topics {topics['verdicts']}, {topics['adjudication']} and "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pipeline.demo import demo_stream
 from pipeline.errors import DecodeError
 from pipeline.records import AdjudicationRequest, DeadLetter, Post, Verdict
 from pipeline.settings import Settings
+from tests.anthropic_server import MessagesServer, Reply, Usage
 from tests.kafka_helpers import unique
 
 pytestmark = pytest.mark.integration
@@ -27,7 +29,8 @@ def modcascade(*args: str, env: dict[str, str], timeout: float = 90) -> subproce
 @pytest.fixture
 def cli_env(kafka_settings: Settings) -> dict[str, str]:
     """The environment of a user pointed at the session broker, with topics of their own (a prefix)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODCASCADE_")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("MODCASCADE_") and k not in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY")}
     env["MODCASCADE_KAFKA_BOOTSTRAP"] = kafka_settings.bootstrap
     # Auto idempotence means "on" for any configured bootstrap; keep what the session broker supports.
     env["MODCASCADE_KAFKA_IDEMPOTENCE"] = str(kafka_settings.idempotence).lower()
@@ -45,6 +48,7 @@ def test_run_streams_posts_through_the_real_model_and_accounts_for_every_one(
     assert result.returncode == 0, result.stdout + result.stderr
     assert "300 of 300" in result.stdout
     assert "policy default version" in result.stdout and "latency p50 / p99" in result.stdout
+    assert "await adjudication" in result.stdout and "MODCASCADE_ANTHROPIC_API_KEY" in result.stdout
 
     expected = demo_stream(300)
     valid = {codec.loads(v)["id"] for v in expected if _is_post(v)}
@@ -56,6 +60,33 @@ def test_run_streams_posts_through_the_real_model_and_accounts_for_every_one(
     assert len(letters) == len(expected) - len(valid) > 0
     assert all(d.stage == "classify.intake" and d.source_topic == cli_env["MODCASCADE_TOPIC_PREFIX"] + "posts"
                for d in letters)
+
+
+async def test_run_with_a_frontier_model_configured_adjudicates_every_escalation(
+    cli_env: dict[str, str], minilm_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    async with MessagesServer(default=Reply.tool({"category": "spam", "decision": "block", "rationale": "Ad."},
+                                                 usage=Usage(input=120, output=40, cache_read=800))) as server:
+        env = {**cli_env, "MODCASCADE_MODEL_DIR": str(minilm_dir), "MODCASCADE_METRICS_PORT": "0",
+               "MODCASCADE_ANTHROPIC_API_KEY": "test-key", "MODCASCADE_ADJUDICATOR_BASE_URL": server.url,
+               # The test model is weak (it escalates most posts): lift the default 5 calls/s.
+               "MODCASCADE_ADJUDICATOR_RATE_PER_S": "200", "MODCASCADE_ADJUDICATOR_BURST": "50"}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pipeline.cli", "run", "--posts", "200", "--rate", "300", "--out", str(out),
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        stdout, _ = await asyncio.wait_for(process.communicate(), timeout=240)
+    output = stdout.decode()
+    assert process.returncode == 0, output
+    assert "adjudication: claude-sonnet-4-6 through anthropic" in output and "frontier cost (real" in output
+
+    verdicts = [codec.decode(line, Verdict) for line in (out / "verdicts.jsonl").read_bytes().splitlines()]
+    escalated = {codec.decode(line, AdjudicationRequest).post.id
+                 for line in (out / "adjudication.jsonl").read_bytes().splitlines()}
+    frontier = [v for v in verdicts if v.route == "frontier"]
+    assert escalated and sorted(v.post_id for v in frontier) == sorted(escalated)  # one each
+    assert all(v.rationale == "Ad." and v.cost_usd > 0 for v in frontier)
+    assert len(server.requests) == len(escalated)
 
 
 def _is_post(value: bytes) -> bool:

@@ -55,3 +55,30 @@ def test_cost_compares_the_cascade_with_sending_everything_to_the_frontier() -> 
     assert summary.all_frontier_usd == pytest.approx(10 * per_post)
     small = POLICY.prices.small_model_usd_per_1k_posts / 1000
     assert summary.cascade_usd == pytest.approx(9 * 0.000002 + small + per_post)
+
+
+def escalation(post_id: str) -> AdjudicationRequest:
+    return AdjudicationRequest(post=Post(id=post_id, text="x"), scores=SCORES, candidate_category="spam", model="m",
+                               model_version="1", policy="default", policy_version=POLICY.version, ingested_at=T0,
+                               enqueued_at=T0)
+
+
+def test_an_escalated_post_awaits_its_final_verdict_whose_real_cost_replaces_the_estimate() -> None:
+    summary = RunSummary(POLICY)
+    for record in (verdict("p1"), escalation("e1"), escalation("e2"), escalation("e3")):
+        summary.add(record)
+    assert summary.awaiting == 3 and summary.records == 4
+    frontier = verdict("e1", "block", "frontier", latency_ms=900.0).model_copy(update={"cost_usd": 0.004})
+    fallback = verdict("e2", "allow", "fallback").model_copy(update={"cost_usd": 0.0, "flags": ("over_budget",)})
+    for record in (frontier, frontier, fallback):
+        summary.add(record)
+
+    assert summary.records == 4, "a final verdict for an escalated post is not a new input record"
+    assert summary.awaiting == 1 and summary.adjudicated == 2 and summary.duplicates == 1
+    assert summary.routes == {"slm": 1, "frontier": 1, "fallback": 1}
+    assert summary.fallback_flags == {"over_budget": 1}
+    assert summary.frontier_usd == pytest.approx(0.004)
+    assert summary.adjudication_latencies_ms == [900.0, 10.0] and summary.latencies_ms == [10.0, 0.0, 0.0, 0.0]
+    prices = POLICY.prices
+    assert summary.cascade_usd == pytest.approx(0.000002 + 3 * prices.small_model_usd_per_1k_posts / 1000 + 0.004
+                                                + prices.est_frontier_usd_per_post)
