@@ -38,7 +38,7 @@ lint: install
 	$(BIN)/mypy
 
 schemas: install
-	$(BIN)/modcascade schemas --write
+	$(BIN)/modcascade schemas
 
 bench: install
 	$(BIN)/modcascade bench

@@ -41,6 +41,9 @@ class Metrics:
     frontier_holds: Counter
     breaker_open: Gauge
     breaker_transitions: Counter
+    # Shadow policy (a candidate decided next to the live one)
+    shadow_decisions: Counter
+    shadow_disagreements: Counter
     # Policy
     policy_info: Info
     policy_reloads: Counter
@@ -89,6 +92,11 @@ class Metrics:
                                registry=reg),
             breaker_transitions=counter("frontier_breaker_transitions", "Circuit breaker state changes, by the state "
                                         "entered (open, half_open, closed).", ("state",)),
+            shadow_decisions=counter("shadow_decisions", "What the shadow policy would have decided, by decision "
+                                     "and category.", ("decision", "category")),
+            shadow_disagreements=counter("shadow_disagreements", "Posts the shadow policy would have decided "
+                                         "differently from the live one, by live and shadow decision.",
+                                         ("live", "shadow")),
             policy_info=Info("modcascade_policy", "The policy in force.", registry=reg),
             policy_reloads=counter("policy_reloads", "Policy reloads that changed the policy in force."),
             policy_reload_errors=counter("policy_reload_errors", "Policy edits rejected as invalid."),

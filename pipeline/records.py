@@ -157,6 +157,29 @@ class AdjudicationRequest(Record):
     enqueued_at: datetime = Field(default_factory=utcnow)
 
 
+class ShadowDecision(Record):
+    """What a candidate policy would have decided for a post (topic ``shadow``, key = post id), next to what the
+    live policy did. Never a verdict: ops read these to see a threshold change's effect before it goes live."""
+
+    topic_role = "shadow"
+
+    post_id: NonEmptyId
+    scores: Scores
+    model_version: str
+    live_policy_version: str
+    live_decision: Literal["allow", "block", "review", "escalate"]
+    live_category: str | None
+    shadow_policy: str
+    shadow_policy_version: str
+    shadow_decision: Literal["allow", "block", "review", "escalate"]
+    shadow_category: str | None
+    decided_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def agrees(self) -> bool:
+        return (self.live_decision, self.live_category) == (self.shadow_decision, self.shadow_category)
+
+
 class Label(Record):
     """A trusted label for a post (topic ``labels``): what the retraining dataset is made of."""
 
@@ -239,4 +262,4 @@ class DeadLetter(Record):
         return self.original.encode("utf-8")
 
 
-RECORD_TYPES: tuple[type[Record], ...] = (Post, Verdict, AdjudicationRequest, Label, DeadLetter)
+RECORD_TYPES: tuple[type[Record], ...] = (Post, Verdict, AdjudicationRequest, Label, DeadLetter, ShadowDecision)

@@ -29,7 +29,8 @@ def _config(prefix: str) -> SettingsConfigDict:
 
 
 class TopicNames(BaseSettings):
-    """Names of the five topics of the data flow (DESIGN.md). ``prefix`` namespaces them all."""
+    """Names of the topics of the data flow (DESIGN.md), and ``shadow`` for candidate-policy decisions.
+    ``prefix`` namespaces them all."""
 
     model_config = _config("MODCASCADE_TOPIC_")
 
@@ -39,10 +40,11 @@ class TopicNames(BaseSettings):
     adjudication: str = "adjudication"
     labels: str = "labels"
     dead_letter: str = "dead-letter"
+    shadow: str = "shadow"
 
     def all(self) -> dict[str, str]:
         """Role → full topic name, in data-flow order."""
-        roles = ("posts", "verdicts", "adjudication", "labels", "dead_letter")
+        roles = ("posts", "verdicts", "adjudication", "labels", "dead_letter", "shadow")
         return {role: self.prefix + getattr(self, role) for role in roles}
 
 
@@ -126,6 +128,8 @@ class WorkerSettings(BaseSettings):
     cache_ttl_s: float = Field(default=600.0, gt=0, description="a cached score is reused for this long")
     backoff_base_s: float = Field(default=0.5, gt=0, description="first wait after the model backend failed")
     backoff_max_s: float = Field(default=30.0, gt=0, description="longest wait between backend retries")
+    shadow_policy_path: Path | None = Field(default=None, description="a candidate policy decided next to the live "
+                                            "one; its decisions go to the shadow topic, never to verdicts")
 
 
 class AdjudicatorSettings(BaseSettings):

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from pipeline.records import AdjudicationRequest, DeadLetter, Label, Post, Record, Verdict, verdict_id
+from pipeline.records import (
+    AdjudicationRequest,
+    DeadLetter,
+    Label,
+    Post,
+    Record,
+    ShadowDecision,
+    Verdict,
+    verdict_id,
+)
 
 T0 = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
 SCORES = {"safe": 0.31, "spam": 0.62, "harassment": 0.04, "hate": 0.01, "sexual": 0.01, "violence": 0.005,
@@ -27,4 +36,8 @@ def sample_records() -> list[Record]:
               model_scores=SCORES, model_version="m-20261124", policy_version="3f2a9c1b0d4e", labelled_at=T0),
         DeadLetter.of(b"\xff\xfenot utf8", stage="classify.decode", error=ValueError("not UTF-8"),
                       reason="invalid_utf8", key=b"post-2", topic="posts", partition=0, offset=5),
+        ShadowDecision(post_id=post.id, scores=SCORES, model_version="m-20261124", live_policy_version="3f2a9c1b0d4e",
+                       live_decision="escalate", live_category="spam", shadow_policy="default-candidate",
+                       shadow_policy_version="9a8b7c6d5e4f", shadow_decision="block", shadow_category="spam",
+                       decided_at=T0),
     ]

@@ -76,16 +76,24 @@ async def run_classify_worker(
             LabelMap.for_policy(labels, policy)
 
         store = PolicyStore(settings.policy_path, metrics, accept=fits_model)
+        # The shadow policy is hot-reloaded like the live one, but its file's validity is not the live policy's
+        # metric (no metrics here): an invalid candidate is logged and the last good candidate stays.
+        shadow = (PolicyStore(w.shadow_policy_path, accept=fits_model) if w.shadow_policy_path is not None
+                  else None)
         stage = ClassifyStage(
             classifier, lambda: store.current,
             cache=ScoreCache(w.cache_entries, w.cache_ttl_s), metrics=metrics,
             max_text_bytes=settings.max_text_bytes, backoff=backoff,
+            shadow=(lambda: shadow.current) if shadow is not None else None,
         )
         log.info("classify worker: %s (%s) on %s, policy %s %s, group %s", classifier.model_name,
                  classifier.model_version, classifier.backend, store.current.name, store.current.version, w.group_id)
+        if shadow is not None:
+            log.info("shadow policy %s %s (%s): decisions to the shadow topic, never to verdicts",
+                     shadow.current.name, shadow.current.version, shadow.path)
         return await run_stream(settings, stage, store, stop, source_role="posts", group_id=w.group_id,
                                 batching=Batching(w.batch_max_posts, w.batch_max_wait_ms / 1000), metrics=metrics,
-                                name="classify", on_assigned=on_ready)
+                                name="classify", on_assigned=on_ready, also_watch=[shadow] if shadow else [])
     finally:
         if owned:
             await classifier.aclose()

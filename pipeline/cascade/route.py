@@ -2,6 +2,7 @@
 
     final outcome (allow / block / review)  ->  Verdict on ``verdicts`` (route slm, or cache on a repeat)
     escalate                                ->  AdjudicationRequest on ``adjudication``
+    with a shadow (candidate) policy, also  ->  ShadowDecision on ``shadow`` (never a verdict)
 
 Latency is measured from the post's ``created_at`` when the producer set it, else from when the post
 entered Kafka (the record timestamp), else from when the worker read it.
@@ -15,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from pipeline.policy import Outcome, Policy
-from pipeline.records import AdjudicationRequest, Post, Verdict, verdict_id
+from pipeline.records import AdjudicationRequest, Post, ShadowDecision, Verdict, verdict_id
 
 SmallModelRoute = Literal["slm", "cache"]
 
@@ -102,4 +103,15 @@ def make_adjudication(
         attempt=0,
         ingested_at=ingested_at,
         enqueued_at=now,
+    )
+
+
+def make_shadow(post: Post, scores: Mapping[str, float], live: Outcome, shadow: Outcome, *, live_policy: Policy,
+                shadow_policy: Policy, model: ModelRef, now: datetime) -> ShadowDecision:
+    """What the candidate (shadow) policy would have decided, next to what the live one did."""
+    return ShadowDecision(
+        post_id=post.id, scores=dict(scores), model_version=model.version,
+        live_policy_version=live_policy.version, live_decision=live.kind, live_category=live.category,
+        shadow_policy=shadow_policy.name, shadow_policy_version=shadow_policy.version,
+        shadow_decision=shadow.kind, shadow_category=shadow.category, decided_at=now,
     )

@@ -8,6 +8,8 @@
                  dropped or dead-lettered because the model is down
     decide       ``decide(scores, policy)`` per post, under one policy snapshot for the whole batch
     route        a final outcome → Verdict (route slm or cache); escalate → AdjudicationRequest
+    shadow       with a candidate policy, ``decide(scores, candidate)`` too → ShadowDecision on ``shadow``:
+                 recorded and counted, never a verdict, so ops see a threshold change before it goes live
 
 The stage owns no Kafka client; :class:`pipeline.kafka.stream.StreamLoop` runs it. Any other backend
 failure (a model that does not match, a malformed answer) is fatal: the batch is not committed, the
@@ -29,6 +31,7 @@ from pipeline.cascade.route import (
     SmallModelRoute,
     ingest_time,
     make_adjudication,
+    make_shadow,
     make_verdict,
     origin_time,
 )
@@ -37,7 +40,7 @@ from pipeline.intake import RawRecord, read_post
 from pipeline.kafka.stream import BatchProcessor, Outgoing, Wait
 from pipeline.metrics import Metrics
 from pipeline.policy import Policy, decide
-from pipeline.records import AdjudicationRequest, DeadLetter, Post, Verdict, utcnow
+from pipeline.records import AdjudicationRequest, DeadLetter, Post, ShadowDecision, Verdict, utcnow
 from pipeline.retry import Backoff
 
 log = logging.getLogger(__name__)
@@ -46,7 +49,8 @@ INTAKE_STAGE = "classify.intake"
 
 
 class ClassifyStage(BatchProcessor):
-    """``policy`` is called once per batch (usually ``PolicyStore``'s ``current``)."""
+    """``policy`` (and ``shadow``, the candidate policy, when given) is called once per batch (usually a
+    ``PolicyStore``'s ``current``)."""
 
     def __init__(
         self,
@@ -57,10 +61,12 @@ class ClassifyStage(BatchProcessor):
         metrics: Metrics,
         max_text_bytes: int,
         backoff: Backoff,
+        shadow: Callable[[], Policy] | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.classifier = classifier
         self.policy = policy
+        self.shadow = shadow
         self.cache = cache
         self.metrics = metrics
         self.max_text_bytes = max_text_bytes
@@ -71,6 +77,7 @@ class ClassifyStage(BatchProcessor):
     async def process(self, records: Sequence[RawRecord], wait: Wait) -> list[Outgoing]:
         read_at = self.clock()
         policy = self.policy()
+        shadow = self.shadow() if self.shadow is not None else None
         outputs: list[Outgoing] = []
         posts: list[tuple[Post, RawRecord]] = []
         for raw in records:
@@ -96,6 +103,10 @@ class ClassifyStage(BatchProcessor):
                 request = make_adjudication(post, scores, outcome, policy=policy, model=self.model,
                                             ingested_at=ingest_time(raw.timestamp_ms, read_at), now=now)
                 outputs.append(Outgoing("adjudication", key, codec.encode(request), request))
+            if shadow is not None:
+                record = make_shadow(post, scores, outcome, decide(scores, shadow), live_policy=policy,
+                                     shadow_policy=shadow, model=self.model, now=now)
+                outputs.append(Outgoing("shadow", key, codec.encode(record), record))
         return outputs
 
     def published(self, outputs: Sequence[Outgoing]) -> None:
@@ -111,6 +122,10 @@ class ClassifyStage(BatchProcessor):
                 m.escalations.labels(record.candidate_category or "none").inc()
             elif isinstance(record, DeadLetter):
                 m.dead_letters.labels(record.stage, record.reason).inc()
+            elif isinstance(record, ShadowDecision):
+                m.shadow_decisions.labels(record.shadow_decision, record.shadow_category or "none").inc()
+                if not record.agrees:
+                    m.shadow_disagreements.labels(record.live_decision, record.shadow_decision).inc()
 
     async def _scores(
         self, posts: Sequence[tuple[Post, RawRecord]], policy: Policy, wait: Wait

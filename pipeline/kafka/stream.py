@@ -233,9 +233,11 @@ async def run_stream(
     metrics: Metrics,
     name: str,
     on_assigned: Callable[[], None] | None = None,
+    also_watch: Sequence[PolicyStore] = (),
 ) -> StreamReport:
     """What every worker does around its processor: clients for ``topics[source_role]`` in ``group_id``, the
-    policy file watched for hot reload, the :class:`StreamLoop` until ``stop``; everything closed after.
+    policy file (and ``also_watch``'s, e.g. a shadow policy) watched for hot reload, the :class:`StreamLoop`
+    until ``stop``; everything closed after.
 
     The watcher and the loop share a task group: if the watcher dies, the worker stops loudly instead of
     running on with a policy that no longer follows its file.
@@ -251,7 +253,8 @@ async def run_stream(
         watch_stop = asyncio.Event()
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(store.watch(watch_stop), name=f"{name}-policy-watch")
+                for i, watched in enumerate((store, *also_watch)):
+                    group.create_task(watched.watch(watch_stop), name=f"{name}-policy-watch-{i}")
                 try:
                     await loop.run(stop)
                 finally:

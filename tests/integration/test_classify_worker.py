@@ -11,9 +11,12 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from pipeline import codec
 from pipeline.backends.fake import FakeClassifier
+from pipeline.kafka import make_consumer
 from pipeline.metrics import Metrics
 from pipeline.policy import load_policy
+from pipeline.records import ShadowDecision
 from pipeline.settings import Settings
 from tests.cascade_helpers import REPO, assert_accounted, cascade_settings, collect, make_stream, publish
 from tests.kafka_helpers import ProducerFactory
@@ -181,3 +184,42 @@ async def test_a_worker_started_before_its_model_server_waits_for_it(
     stream = make_stream(50, malformed_every=25)
     await publish(await producer_factory(), settings.topics.all()["posts"], stream.records)
     assert_accounted(stream, await collect(settings, stream, timeout_s=30), duplicates_allowed=False)
+
+
+async def test_a_shadow_policy_records_its_decisions_on_the_shadow_topic_and_publishes_no_verdict(
+    settings: Settings, producer_factory: ProducerFactory, worker_factory: type[Worker], tmp_path: Path
+) -> None:
+    candidate = tmp_path / "candidate.yaml"
+    candidate.write_text(settings.policy_path.read_text().replace(
+        "block_at: 0.90  # scores at or above this take the action\n    action: block  # decision at or above "
+        "block_at: block or review\n    tier: deferrable", "block_at: 0.50  # scores at or above this take the "
+        "action\n    action: block  # decision at or above block_at: block or review\n    tier: deferrable", 1))
+    settings = settings.model_copy(update={"worker": settings.worker.model_copy(
+        update={"shadow_policy_path": candidate})})
+    band = {"safe": 0.40, "spam": 0.55, "harassment": 0.01, "hate": 0.01, "sexual": 0.01, "violence": 0.01,
+            "self_harm": 0.01}
+    worker = worker_factory(settings, FakeClassifier(LABELS, rule=lambda text: band))
+    stream = make_stream(30, malformed_every=1000, prefix="shadow-")
+    await publish(await producer_factory(), settings.topics.all()["posts"], stream.records)
+
+    out = await collect(settings, stream, timeout_s=30)
+    consumer = make_consumer(settings, settings.topics.all()["shadow"], group_id=None)
+    await consumer.start()
+    shadows: dict[str, ShadowDecision] = {}
+    try:
+        async with asyncio.timeout(30):
+            while len(shadows) < len(stream.valid_ids):
+                for batch in (await consumer.getmany(timeout_ms=200)).values():
+                    for m in batch:
+                        record = codec.decode(m.value or b"", ShadowDecision)
+                        shadows[record.post_id] = record
+    finally:
+        await consumer.stop()
+
+    live, shadow = load_policy(settings.policy_path), load_policy(candidate)
+    assert not out.verdicts and len(out.requests) == len(stream.valid_ids)  # live: every post escalated
+    assert {(r.policy_version) for r in out.requests} == {live.version}
+    assert set(shadows) == stream.valid_ids
+    assert {(s.live_decision, s.shadow_decision, s.shadow_category, s.shadow_policy_version)
+            for s in shadows.values()} == {("escalate", "block", "spam", shadow.version)}
+    assert worker.value("modcascade_shadow_disagreements_total", live="escalate", shadow="block") == 30

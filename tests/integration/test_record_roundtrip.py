@@ -7,7 +7,16 @@ import pytest
 
 from pipeline import codec
 from pipeline.errors import DecodeError
-from pipeline.records import RECORD_TYPES, AdjudicationRequest, DeadLetter, Label, Post, Record, Verdict
+from pipeline.records import (
+    RECORD_TYPES,
+    AdjudicationRequest,
+    DeadLetter,
+    Label,
+    Post,
+    Record,
+    ShadowDecision,
+    Verdict,
+)
 from pipeline.settings import Settings
 from tests.kafka_helpers import ConsumerFactory, ProducerFactory, TopicFactory, read_records
 from tests.samples import sample_records
@@ -19,7 +28,7 @@ def _post_id(record: Record) -> str:
     match record:
         case Post():
             return record.id
-        case Verdict() | Label():
+        case Verdict() | Label() | ShadowDecision():
             return record.post_id
         case AdjudicationRequest():
             return record.post.id

@@ -21,7 +21,7 @@ async def _partition_counts(settings: Settings, names: list[str]) -> dict[str, i
     return {t["topic"]: len(t["partitions"]) for t in described if t["error_code"] == 0}
 
 
-async def test_creates_the_five_topics_with_the_configured_partitions_and_is_idempotent(
+async def test_creates_every_topic_with_the_configured_partitions_and_is_idempotent(
     kafka_settings: Settings,
 ) -> None:
     # A unique prefix keeps a shared real Kafka's own topics out of it.
@@ -29,7 +29,7 @@ async def test_creates_the_five_topics_with_the_configured_partitions_and_is_ide
         update={"topics": kafka_settings.topics.model_copy(update={"prefix": unique("topics") + "."})}
     )
     names = list(settings.topics.all().values())
-    assert len(names) == 5
+    assert len(names) == 6  # the five of the data flow, and shadow
     try:
         assert sorted(await ensure_topics(settings)) == sorted(names)
         expected = dict.fromkeys(names, settings.kafka.partitions)

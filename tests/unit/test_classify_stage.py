@@ -17,9 +17,10 @@ from pipeline.backends.fake import FakeClassifier
 from pipeline.cascade.cache import ScoreCache
 from pipeline.cascade.stage import ClassifyStage
 from pipeline.intake import RawRecord
+from pipeline.kafka.stream import Outgoing
 from pipeline.metrics import Metrics
 from pipeline.policy import Policy, load_policy, parse_policy
-from pipeline.records import AdjudicationRequest, DeadLetter, Verdict, verdict_id
+from pipeline.records import AdjudicationRequest, DeadLetter, ShadowDecision, Verdict, verdict_id
 from pipeline.retry import Backoff
 
 REPO = Path(__file__).resolve().parents[2]
@@ -207,3 +208,37 @@ async def test_published_outputs_are_counted(classifier: FakeClassifier, policy:
     assert registry.get_sample_value("modcascade_escalations_total", {"category": "spam"}) == 1
     assert registry.get_sample_value("modcascade_dead_letters_total",
                                      {"stage": "classify.intake", "reason": "invalid_json"}) == 1
+
+
+async def test_a_shadow_policy_is_decided_next_to_the_live_one_but_never_becomes_a_verdict(
+    classifier: FakeClassifier, policy: Policy, metrics: Metrics
+) -> None:
+    # The candidate settles spam at 0.5 instead of escalating it: the bike post would be blocked.
+    candidate = parse_policy((REPO / "policies" / "default.yaml").read_text().replace(
+        "    allow_below: 0.30  # scores below this are allowed\n    block_at: 0.90",
+        "    allow_below: 0.30  # scores below this are allowed\n    block_at: 0.50", 1))
+    posts = [raw("p1", "hello neighbours"), raw("p2", "great deal on my old bike", 1),
+             RawRecord(b"{not json", b"p3", "posts", 0, 2)]
+    live_only = await make_stage(classifier, policy, Metrics.create(CollectorRegistry())).process(posts, no_wait)
+    stage = ClassifyStage(classifier, lambda: policy, cache=ScoreCache(100, 60), metrics=metrics, max_text_bytes=1000,
+                          backoff=Backoff(1.0, 8.0), shadow=lambda: candidate, clock=lambda: NOW)
+    out = await stage.process(posts, no_wait)
+
+    def decisions(outputs: list[Outgoing]) -> list[tuple[str, bytes]]:  # dead letters carry a wall-clock time
+        return [(o.role, o.value if o.role != "dead_letter" else o.key) for o in outputs if o.role != "shadow"]
+
+    assert decisions(out) == decisions(live_only), "the shadow policy changed a live output"
+    shadows = {o.record.post_id: o.record for o in out if isinstance(o.record, ShadowDecision)}
+    assert set(shadows) == {"p1", "p2"}  # one per valid post, none for the dead letter
+    bike = shadows["p2"]
+    assert (bike.live_decision, bike.shadow_decision, bike.shadow_category) == ("escalate", "block", "spam")
+    assert (bike.live_policy_version, bike.shadow_policy_version) == (policy.version, candidate.version)
+    assert not bike.agrees and shadows["p1"].agrees
+    stage.published(out)
+    registry = metrics.registry
+    assert registry.get_sample_value("modcascade_shadow_disagreements_total",
+                                     {"live": "escalate", "shadow": "block"}) == 1
+    assert registry.get_sample_value("modcascade_shadow_decisions_total",
+                                     {"decision": "allow", "category": "none"}) == 1
+    assert registry.get_sample_value("modcascade_decisions_total",
+                                     {"decision": "block", "category": "spam", "route": "slm"}) is None
