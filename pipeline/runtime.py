@@ -93,8 +93,8 @@ async def run_worker(name: str, console: Console, *, check: bool) -> None:
     from pipeline.metrics import Metrics, serve
     from workers.classify import build_classifier, run_classify_worker
 
-    if name not in ("classify", "adjudicate"):
-        raise SettingsError(f"unknown worker {name!r}: available: classify, adjudicate")
+    if name not in ("classify", "adjudicate", "feedback"):
+        raise SettingsError(f"unknown worker {name!r}: available: classify, adjudicate, feedback")
     settings = load_settings()
     if check:
         await check_worker(settings, console)
@@ -124,6 +124,12 @@ async def run_worker(name: str, console: Console, *, check: bool) -> None:
         from workers.adjudicate import run_adjudicate_worker
 
         report = await run_adjudicate_worker(settings, stop, metrics=metrics)
+    elif name == "feedback":
+        from workers.feedback import run_feedback_worker
+
+        console.print(f"feedback worker: {settings.topics.all()['labels']} at {settings.bootstrap} → "
+                      f"{settings.feedback.dataset_dir}{where}")
+        report = await run_feedback_worker(settings, stop, metrics=metrics)
     else:
         classifier = build_classifier(settings)
         try:
