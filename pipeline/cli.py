@@ -29,6 +29,9 @@ app.add_typer(policy_app, name="policy")
 worker_app = typer.Typer(help="Stream workers: run one in the foreground; start more to scale out.",
                          no_args_is_help=True)
 app.add_typer(worker_app, name="worker")
+dataset_app = typer.Typer(help="The retraining dataset the feedback worker writes: inspect it, export splits.",
+                          no_args_is_help=True)
+app.add_typer(dataset_app, name="dataset")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -136,6 +139,74 @@ def worker_adjudicate() -> None:
     asyncio.run(run_worker("adjudicate", console, check=False))
 
 
+@worker_app.command("feedback")
+def worker_feedback() -> None:
+    """Consume labels (frontier, human, import) and append them to the retraining dataset (Parquet by day).
+
+    De-duplicated by post id (human over frontier over import; newest within a source); PII scrubbed per the
+    policy's dataset.scrub_pii before writing. Folder and batching from MODCASCADE_FEEDBACK_*. SIGTERM finishes
+    and commits the batch in progress; a crash loses no label (the batch is re-read and not written twice).
+    """
+    from pipeline.runtime import run_worker
+
+    _log_level_from_settings()
+    asyncio.run(run_worker("feedback", console, check=False))
+
+
+DatasetDir = Annotated[Path | None, typer.Option("--dir", help="dataset folder; default "
+                                                 "MODCASCADE_FEEDBACK_DATASET_DIR (data/dataset)")]
+
+
+def _dataset_dir(folder: Path | None) -> Path:
+    from pipeline.settings import load_settings
+
+    return folder or load_settings().feedback.dataset_dir
+
+
+@dataset_app.command("stats")
+def dataset_stats(
+    folder: DatasetDir = None,
+    policy: Annotated[Path | None, typer.Option(help="policy naming the safe class; default "
+                                                "MODCASCADE_POLICY_PATH")] = None,
+) -> None:
+    """Counts by label, source and day; how often the small model disagreed with the adjudicator, per category."""
+    from pipeline.dataset.command import run_stats
+    from pipeline.settings import load_settings
+
+    run_stats(console, folder=_dataset_dir(folder), policy_path=policy or load_settings().policy_path)
+
+
+@dataset_app.command("export")
+def dataset_export(
+    out: Annotated[Path, typer.Option(help="folder for train.jsonl, val.jsonl, test.jsonl, manifest.json")],
+    golden: Annotated[Path | None, typer.Option(help="golden set (JSONL of post_id[, text, label], or .txt of "
+                                                "ids): read if it exists, else created once from the test split; "
+                                                "its posts are in no split")] = None,
+    folder: DatasetDir = None,
+    train: Annotated[float, typer.Option(help="share of post ids in train")] = 0.8,
+    val: Annotated[float, typer.Option(help="share of post ids in validation")] = 0.1,
+    test: Annotated[float, typer.Option(help="share of post ids in test")] = 0.1,
+    golden_size: Annotated[int, typer.Option(help="posts in a golden set created now (at most half the test "
+                                             "split)")] = 200,
+) -> None:
+    """Write train/validation/test splits by a stable hash of the post id (no id in two splits, ever)."""
+    from pipeline.dataset.command import run_export
+    from pipeline.dataset.export import ExportOptions, SplitFractions
+
+    where = _dataset_dir(folder)
+    options = ExportOptions(out=out, fractions=SplitFractions(train, val, test), golden=golden,
+                            golden_size=golden_size, source=str(where))
+    run_export(console, folder=where, options=options)
+
+
+@dataset_app.command("compact")
+def dataset_compact(folder: DatasetDir = None) -> None:
+    """Rewrite the dataset as one file per day holding only each post's winning label (drops superseded rows)."""
+    from pipeline.dataset.command import run_compact
+
+    run_compact(console, folder=_dataset_dir(folder))
+
+
 def _log_level_from_settings() -> None:
     from pipeline.settings import load_settings
 
@@ -211,6 +282,67 @@ def train(
               label_field=label_field)
 
 
+ModelDirOption = Annotated[Path, typer.Option("--model", help="model directory (HF format, with model_card.json)")]
+LabelledData = Annotated[Path, typer.Option("--data", help="labelled JSONL, CSV or Parquet with text and label "
+                                                           "columns")]
+MaxLengthOption = Annotated[int | None, typer.Option("--max-length", help="tokens per post; default "
+                                                     "MODCASCADE_MODEL_MAX_LENGTH, as the stream truncates")]
+ScoringBatch = Annotated[int, typer.Option("--batch-size", help="posts per forward pass")]
+ThreadsOption = Annotated[int | None, typer.Option("--threads", help="torch CPU threads; default "
+                                                   "MODCASCADE_MODEL_THREADS")]
+
+
+@app.command("eval")
+def eval_model(
+    model: ModelDirOption,
+    data: LabelledData,
+    policy: Annotated[Path | None, typer.Option(help="policy file: adds the cascade view (escalation rate, "
+                                                 "accuracy of what the small model keeps, cost per 1,000 posts)")]
+    = None,
+    out: Annotated[Path | None, typer.Option(help="report folder; default runs/eval/<model version>")] = None,
+    max_length: MaxLengthOption = None,
+    batch_size: ScoringBatch = 64,
+    threads: ThreadsOption = None,
+) -> None:
+    """Evaluate a model on labelled posts: per-class precision/recall/F1, macro-F1, calibration (ECE, reliability
+    diagram), the worst slices and, with a policy, the cascade view. Writes eval.json, eval.md and PNG plots."""
+    from pipeline.evaluation.command import run_eval, scoring_options
+
+    run_eval(console, model=model, data=data, policy_path=policy, out=out,
+             scoring=scoring_options(max_length=max_length, batch_size=batch_size, threads=threads))
+
+
+@app.command()
+def calibrate(
+    model: ModelDirOption,
+    data: LabelledData,
+    policy: Annotated[Path, typer.Option(help="the live policy file; it is read, never written")],
+    target_precision: Annotated[float, typer.Option(help="share of posts at or above block_at that truly are the "
+                                                     "category", min=0.0, max=1.0)] = 0.9,
+    max_miss_rate: Annotated[float, typer.Option(help="share of a category's posts allowed below allow_below",
+                                                 min=0.0, max=1.0)] = 0.05,
+    max_escalation: Annotated[float, typer.Option(help="cap on the share of posts escalated to the frontier; bands "
+                                                  "narrow to honour it (1 = no cap)", min=0.0, max=1.0)] = 0.2,
+    precision_rule: Annotated[str, typer.Option(help="marginal: every post at or above block_at is the category "
+                                                "with at least the target probability; cumulative: the posts "
+                                                "at or above it are, on average")] = "marginal",
+    method: Annotated[str, typer.Option(help="calibration: temperature or isotonic")] = "temperature",
+    out: Annotated[Path | None, typer.Option(help="output folder; default runs/calibrate/<model version>")] = None,
+    max_length: MaxLengthOption = None,
+    batch_size: ScoringBatch = 64,
+    threads: ThreadsOption = None,
+) -> None:
+    """Fit a calibration and propose per-category allow_below / block_at bands that meet the targets on held-out
+    rows; prints the escalation-rate / quality curve and writes a policy diff for review (the live policy is
+    never edited)."""
+    from pipeline.evaluation.command import calibrate_options, run_calibrate, scoring_options
+
+    options = calibrate_options(target_precision=target_precision, max_miss_rate=max_miss_rate,
+                                max_escalation=max_escalation, precision_rule=precision_rule, method=method)
+    run_calibrate(console, model=model, data=data, policy_path=policy, out=out, options=options,
+                  scoring=scoring_options(max_length=max_length, batch_size=batch_size, threads=threads))
+
+
 @app.command("serve-model")
 def serve_model(
     model: Annotated[Path | None, typer.Option(help="model directory; default MODCASCADE_MODEL_DIR")] = None,
@@ -245,6 +377,55 @@ def bench(
                           n_posts=posts, batch_sizes=[int(b) for b in batch_sizes.split(",")],
                           backends=[b.strip() for b in backends.split(",")], max_length=settings.model.max_length,
                           write=write, suites=[s.strip() for s in suites.split(",") if s.strip()], settings=settings))
+
+
+@app.command()
+def promote(
+    candidate: Annotated[Path | None, typer.Option(help="the model directory to promote")] = None,
+    golden: Annotated[Path | None, typer.Option(help="golden set (JSONL/CSV/Parquet with text and label) both "
+                                                "models are judged on")] = None,
+    current: Annotated[Path | None, typer.Option(help="the model to beat; default MODCASCADE_MODEL_DIR (the "
+                                                 "pointer)")] = None,
+    rollback: Annotated[bool, typer.Option("--rollback", help="point back at the model the last promotion "
+                                           "replaced, and exit")] = False,
+) -> None:
+    """Gate a candidate against the current model on the golden set (macro-F1, worst slice, calibration, within
+    MODCASCADE_PROMOTE_* tolerances); on success point MODCASCADE_MODEL_DIR at it. Exit 1 when refused."""
+    from pipeline.promotion.command import run_promote, run_rollback
+    from pipeline.settings import load_settings
+
+    settings = load_settings()
+    if rollback:
+        run_rollback(console, settings)
+        return
+    if candidate is None or golden is None:
+        raise typer.BadParameter("--candidate and --golden are required (or --rollback)")
+    if not run_promote(console, settings, candidate=candidate, current=current, golden=golden).promoted:
+        raise typer.Exit(1)
+
+
+@app.command()
+def retrain(
+    golden: Annotated[Path, typer.Option(help="the pinned golden set; created once from the test split if the "
+                                         "file does not exist")] = Path("data/golden.jsonl"),
+    dataset: Annotated[Path | None, typer.Option(help="dataset folder; default MODCASCADE_FEEDBACK_DATASET_DIR")]
+    = None,
+    work: Annotated[Path, typer.Option(help="where each run's splits, candidate and reports go")]
+    = Path("runs/retrain"),
+    epochs: Annotated[int, typer.Option(help="training epochs (early stopping may end sooner)")] = 3,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
+    min_examples: Annotated[int, typer.Option(help="fewer labelled posts than this: stop before training")] = 50,
+) -> None:
+    """Export the dataset, train a candidate, evaluate it, and promote it if it passes the gate. Safe on a
+    schedule: one run at a time; exit 1 when the candidate is refused (nothing changes)."""
+    from pipeline.promotion.retrain import RetrainOptions, run_retrain
+    from pipeline.settings import load_settings
+    from pipeline.training.config import TrainConfig
+
+    options = RetrainOptions(golden=golden, work=work, dataset=dataset, min_examples=min_examples,
+                             train=TrainConfig(epochs=epochs, num_threads=threads))
+    if not run_retrain(console, load_settings(), options).promoted:
+        raise typer.Exit(1)
 
 
 def main() -> None:
