@@ -152,3 +152,23 @@ def assert_accounted(stream: Stream, out: Outputs, *, duplicates_allowed: bool) 
     verdict_ids = Counter(v.verdict_id for v in out.verdicts)
     by_post = {v.post_id: v.verdict_id for v in out.verdicts}
     assert len(verdict_ids) == len(by_post), "a post's duplicate verdicts must share one verdict_id"
+
+
+async def read_verdicts(settings: Settings, count: int, *, worker: asyncio.Task[object], timeout_s: float
+                        ) -> dict[str, Verdict]:
+    """Verdicts from the start of the ``verdicts`` topic, de-duplicated by ``verdict_id``, until ``count`` of
+    them arrived; fails at once if ``worker`` stops first."""
+    consumer = make_consumer(settings, settings.topics.all()["verdicts"], group_id=None)
+    await consumer.start()
+    verdicts: dict[str, Verdict] = {}
+    try:
+        async with asyncio.timeout(timeout_s):
+            while len(verdicts) < count:
+                for batch in (await consumer.getmany(timeout_ms=200)).values():
+                    for m in batch:
+                        verdict = codec.decode(m.value or b"", Verdict)
+                        verdicts.setdefault(verdict.verdict_id, verdict)
+                assert not worker.done(), worker
+    finally:
+        await consumer.stop()
+    return verdicts

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def child_pids() -> set[int]:
@@ -35,3 +42,21 @@ def assert_no_new_children(before: set[int], timeout_s: float = 10.0) -> None:
         except psutil.NoSuchProcess:
             continue
     assert not described, f"processes outlived their shutdown: {described}"
+
+
+def start_worker(name: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``modcascade worker NAME`` as a user starts it, its output appended to ``log``."""
+    with log.open("ab") as sink:
+        return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker", name], env=env, stdout=sink,
+                                stderr=subprocess.STDOUT, cwd=REPO)
+
+
+@pytest.fixture
+def spawn() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes appended here are killed (if still running) and reaped after the test."""
+    processes: list[subprocess.Popen[bytes]] = []
+    yield processes
+    for p in processes:
+        if p.poll() is None:
+            p.kill()
+        p.wait(timeout=10)

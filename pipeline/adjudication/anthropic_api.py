@@ -10,9 +10,8 @@ from __future__ import annotations
 import anthropic
 from anthropic.types import MessageParam, TextBlockParam, ToolChoiceToolParam, ToolParam
 
-from pipeline.adjudication.backends import FrontierReply, TokenUsage, status_error
+from pipeline.adjudication.backends import FrontierReply, TokenUsage, sdk_errors
 from pipeline.adjudication.prompt import TOOL_NAME, FrontierRequest
-from pipeline.errors import FrontierTransient
 
 
 class AnthropicAdjudicator:
@@ -23,25 +22,16 @@ class AnthropicAdjudicator:
                                                 _strict_response_validation=True)
 
     async def adjudicate(self, request: FrontierRequest) -> FrontierReply:
-        try:
-            system: TextBlockParam = {"type": "text", "text": request.system, "cache_control": {"type": "ephemeral"}}
-            user: MessageParam = {"role": "user", "content": request.user}
-            tool: ToolParam = {"name": request.tool["name"], "description": request.tool["description"],
-                               "input_schema": request.tool["input_schema"]}
-            choice: ToolChoiceToolParam = {"type": "tool", "name": TOOL_NAME}
+        system: TextBlockParam = {"type": "text", "text": request.system, "cache_control": {"type": "ephemeral"}}
+        user: MessageParam = {"role": "user", "content": request.user}
+        tool: ToolParam = {"name": request.tool["name"], "description": request.tool["description"],
+                           "input_schema": request.tool["input_schema"]}
+        choice: ToolChoiceToolParam = {"type": "tool", "name": TOOL_NAME}
+        with sdk_errors(anthropic, key_hint="MODCASCADE_ANTHROPIC_API_KEY"):
             message = await self._client.messages.create(
                 model=request.model, max_tokens=request.max_tokens, system=[system], messages=[user], tools=[tool],
                 tool_choice=choice,
             )
-        except anthropic.APITimeoutError as exc:
-            raise FrontierTransient(f"the frontier call timed out: {exc}", kind="timeout") from exc
-        except anthropic.APIConnectionError as exc:
-            raise FrontierTransient(f"the frontier API is unreachable: {exc}", kind="connection") from exc
-        except anthropic.APIStatusError as exc:
-            raise status_error(exc.status_code, exc.response.headers, exc.message,
-                               key_hint="MODCASCADE_ANTHROPIC_API_KEY") from exc
-        except (anthropic.APIResponseValidationError, ValueError) as exc:  # ValueError: a body that is not JSON
-            raise FrontierTransient(f"the frontier API sent a malformed reply: {exc}", kind="malformed") from exc
         usage = message.usage
         return FrontierReply(
             content=[block.model_dump(mode="json") for block in message.content],

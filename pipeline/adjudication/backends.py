@@ -17,8 +17,10 @@ breaker and the budget (a spend-cap 429 must not be retried forever).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, Protocol
 
 from pipeline.adjudication.prompt import FrontierRequest
@@ -93,6 +95,21 @@ class FrontierRouter:
     async def aclose(self) -> None:
         for adjudicator in self._by_provider.values():
             await adjudicator.aclose()
+
+
+@contextlib.contextmanager
+def sdk_errors(sdk: ModuleType, *, key_hint: str) -> Iterator[None]:
+    """Translate the exceptions of an official SDK (``anthropic`` and ``openai`` name theirs alike) into ours."""
+    try:
+        yield
+    except sdk.APITimeoutError as exc:
+        raise FrontierTransient(f"the frontier call timed out: {exc}", kind="timeout") from exc
+    except sdk.APIConnectionError as exc:
+        raise FrontierTransient(f"the frontier API is unreachable: {exc}", kind="connection") from exc
+    except sdk.APIStatusError as exc:
+        raise status_error(exc.status_code, exc.response.headers, exc.message, key_hint=key_hint) from exc
+    except (sdk.APIResponseValidationError, ValueError) as exc:  # ValueError: a body that is not JSON
+        raise FrontierTransient(f"the frontier API sent a malformed reply: {exc}", kind="malformed") from exc
 
 
 def status_error(status: int, headers: Mapping[str, str], detail: str, *, key_hint: str

@@ -30,7 +30,7 @@ from openai.types.chat import (
     ChatCompletionToolParam,
 )
 
-from pipeline.adjudication.backends import FrontierReply, TokenUsage, status_error
+from pipeline.adjudication.backends import FrontierReply, TokenUsage, sdk_errors
 from pipeline.adjudication.prompt import FrontierRequest
 from pipeline.errors import FrontierTransient
 
@@ -55,20 +55,11 @@ class OpenAIChatAdjudicator:
             "name": request.tool["name"], "description": request.tool["description"],
             "parameters": request.tool["input_schema"]}}
         choice: ChatCompletionNamedToolChoiceParam = {"type": "function", "function": {"name": request.tool["name"]}}
-        try:
+        with sdk_errors(openai, key_hint="MODCASCADE_OPENAI_API_KEY"):
             completion = await self._client.chat.completions.create(
                 model=request.model, messages=messages, tools=[tool], tool_choice=choice,
                 max_completion_tokens=request.max_tokens, temperature=0.0,
             )
-        except openai.APITimeoutError as exc:
-            raise FrontierTransient(f"the frontier call timed out: {exc}", kind="timeout") from exc
-        except openai.APIConnectionError as exc:
-            raise FrontierTransient(f"the frontier API is unreachable: {exc}", kind="connection") from exc
-        except openai.APIStatusError as exc:
-            raise status_error(exc.status_code, exc.response.headers, exc.message,
-                               key_hint="MODCASCADE_OPENAI_API_KEY") from exc
-        except (openai.APIResponseValidationError, ValueError) as exc:  # ValueError: a body that is not JSON
-            raise FrontierTransient(f"the frontier API sent a malformed reply: {exc}", kind="malformed") from exc
         if not completion.choices:
             raise FrontierTransient("the frontier API answered with no choices", kind="malformed")
         first = completion.choices[0]

@@ -19,12 +19,11 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from pipeline import codec
-from pipeline.kafka import make_consumer
 from pipeline.metrics import Metrics
 from pipeline.records import AdjudicationRequest, Post, Verdict
 from pipeline.settings import Settings
 from tests.anthropic_server import MessagesServer, Reply
-from tests.cascade_helpers import REPO, cascade_settings, publish
+from tests.cascade_helpers import REPO, cascade_settings, publish, read_verdicts
 from tests.kafka_helpers import ProducerFactory
 from workers.adjudicate import run_adjudicate_worker
 
@@ -77,25 +76,14 @@ async def adjudicate_stream(base: Settings, topics_created: list[str], tmp_path:
     metrics = Metrics.create(CollectorRegistry())
     stop = asyncio.Event()
     worker = asyncio.create_task(run_adjudicate_worker(settings, stop, metrics=metrics))
-    topics = settings.topics.all()
-    consumer = make_consumer(settings, topics["verdicts"], group_id=None)
-    await consumer.start()
     records = [(f"s{i}".encode(), codec.encode(AdjudicationRequest(
         post=Post(id=f"s{i}", text=f"limited offer number {i}"), scores=SCORES, candidate_category="spam",
         model="mini", model_version="m-1", policy="default", policy_version="v", ingested_at="2026-11-24T12:00:00Z",
     ))) for i in range(POSTS)]
-    verdicts: dict[str, Verdict] = {}
     try:
-        await publish(await producer_factory(), topics["adjudication"], records, rate_per_s=15)
-        async with asyncio.timeout(90):
-            while len(verdicts) < POSTS:
-                for batch in (await consumer.getmany(timeout_ms=200)).values():
-                    for m in batch:
-                        v = codec.decode(m.value or b"", Verdict)
-                        verdicts.setdefault(v.verdict_id, v)
-                assert not worker.done(), worker
+        await publish(await producer_factory(), settings.topics.all()["adjudication"], records, rate_per_s=15)
+        verdicts = await read_verdicts(settings, POSTS, worker=worker, timeout_s=90)
     finally:
-        await consumer.stop()
         stop.set()
         await asyncio.wait_for(worker, timeout=30)
     assert sorted(v.post_id for v in verdicts.values()) == sorted(f"s{i}" for i in range(POSTS))

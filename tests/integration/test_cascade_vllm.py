@@ -13,9 +13,8 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +27,7 @@ from pipeline.settings import Settings
 from tests.cascade_helpers import REPO, assert_accounted, cascade_settings, collect, make_stream, publish
 from tests.integration.conftest import MAX_LENGTH, Engines
 from tests.kafka_helpers import ProducerFactory
+from tests.processes import start_worker
 from workers.classify import run_classify_worker
 
 pytestmark = [
@@ -97,29 +97,13 @@ def worker_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-@pytest.fixture
-def spawn(tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
-    processes: list[subprocess.Popen[bytes]] = []
-    yield processes
-    for p in processes:
-        if p.poll() is None:
-            p.kill()
-        p.wait(timeout=10)
-
-
-def start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as sink:
-        return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker", "classify"],
-                                env=worker_env(settings), stdout=sink, stderr=subprocess.STDOUT, cwd=REPO)
-
-
 async def test_a_worker_killed_mid_stream_loses_no_post(
     settings: Settings, producer_factory: ProducerFactory, spawn: list[subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:
     stream = make_stream(3000, malformed_every=100)
     await publish(await producer_factory(), settings.topics.all()["posts"], stream.records)
     log = tmp_path / "worker.log"
-    spawn.append(first := start_worker(settings, log))
+    spawn.append(first := start_worker("classify", worker_env(settings), log))
 
     async with asyncio.timeout(120):  # wait until the worker is well into the stream, then kill it
         while len((partial := await collect(settings, stream, timeout_s=0.5, quiet_s=0)).ids()) < 600:
@@ -128,7 +112,7 @@ async def test_a_worker_killed_mid_stream_loses_no_post(
     first.send_signal(signal.SIGKILL)
     assert first.wait(timeout=10) == -signal.SIGKILL
 
-    spawn.append(second := start_worker(settings, log))
+    spawn.append(second := start_worker("classify", worker_env(settings), log))
     started = time.monotonic()
     out = await collect(settings, stream, timeout_s=180)
 

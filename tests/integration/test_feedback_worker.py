@@ -13,10 +13,8 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -32,6 +30,7 @@ from pipeline.records import DeadLetter, Label, LabelSource
 from pipeline.settings import Settings
 from tests.cascade_helpers import MALFORMED, REPO, cascade_settings, publish
 from tests.kafka_helpers import ConsumerFactory, ProducerFactory, read_records
+from tests.processes import start_worker
 from tests.samples import SCORES, T0
 from workers.feedback import run_feedback_worker
 
@@ -154,29 +153,13 @@ def worker_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-@pytest.fixture
-def spawn() -> Iterator[list[subprocess.Popen[bytes]]]:
-    processes: list[subprocess.Popen[bytes]] = []
-    yield processes
-    for p in processes:
-        if p.poll() is None:
-            p.kill()
-        p.wait(timeout=10)
-
-
-def start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as sink:
-        return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker", "feedback"],
-                                env=worker_env(settings), stdout=sink, stderr=subprocess.STDOUT, cwd=REPO)
-
-
 async def test_a_feedback_worker_killed_mid_stream_loses_no_label(
     settings: Settings, producer_factory: ProducerFactory, spawn: list[subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:
     stream = label_stream(2000)
     folder = settings.feedback.dataset_dir
     log = tmp_path / "worker.log"
-    spawn.append(first := start_worker(settings, log))
+    spawn.append(first := start_worker("feedback", worker_env(settings), log))
     producer = await producer_factory()
     # Offered over ~4 s, so the kill lands while labels are still arriving and batches are being written.
     publishing = asyncio.create_task(publish(producer, settings.topics.all()["labels"], stream.records,
@@ -189,7 +172,7 @@ async def test_a_feedback_worker_killed_mid_stream_loses_no_label(
         assert len(DatasetStore(folder)) < len(stream.winners), "the stream finished before the kill"
         first.send_signal(signal.SIGKILL)
         assert first.wait(timeout=10) == -signal.SIGKILL
-        spawn.append(second := start_worker(settings, log))
+        spawn.append(second := start_worker("feedback", worker_env(settings), log))
     finally:
         await publishing
 

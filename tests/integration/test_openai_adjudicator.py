@@ -26,13 +26,12 @@ from pipeline.adjudication.prompt import TOOL_NAME, build_request, system_prompt
 from pipeline.adjudication.stage import AdjudicationLimits, AdjudicationStage
 from pipeline.errors import FrontierRejected, FrontierTransient, SettingsError
 from pipeline.intake import RawRecord
-from pipeline.kafka import make_consumer
 from pipeline.metrics import Metrics
 from pipeline.policy import PolicyStore, parse_policy
 from pipeline.records import AdjudicationRequest, Post, Verdict
 from pipeline.retry import Backoff
 from pipeline.settings import Settings
-from tests.cascade_helpers import REPO, cascade_settings
+from tests.cascade_helpers import REPO, cascade_settings, read_verdicts
 from tests.kafka_helpers import ProducerFactory
 from tests.openai_server import ChatReply, ChatServer, ChatUsage
 from workers.adjudicate import build_adjudicator, run_adjudicate_worker
@@ -209,19 +208,9 @@ async def test_end_to_end_a_policy_on_the_openai_provider_gets_frontier_verdicts
 
     stop = asyncio.Event()
     worker = asyncio.create_task(run_adjudicate_worker(settings, stop, metrics=Metrics.create(CollectorRegistry())))
-    consumer = make_consumer(settings, topics["verdicts"], group_id=None)
-    await consumer.start()
-    verdicts: dict[str, Verdict] = {}
     try:
-        async with asyncio.timeout(60):
-            while len(verdicts) < len(requests):
-                for batch in (await consumer.getmany(timeout_ms=200)).values():
-                    for m in batch:
-                        v = codec.decode(m.value or b"", Verdict)
-                        verdicts.setdefault(v.verdict_id, v)
-                assert not worker.done(), worker
+        verdicts = await read_verdicts(settings, len(requests), worker=worker, timeout_s=60)
     finally:
-        await consumer.stop()
         stop.set()
         await asyncio.wait_for(worker, timeout=30)
 
