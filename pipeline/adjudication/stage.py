@@ -32,13 +32,14 @@ from pipeline import codec
 from pipeline.adjudication.answer import AnswerProblem, Judgement, parse_answer
 from pipeline.adjudication.backends import NOT_CONFIGURED, Adjudicator, FrontierReply
 from pipeline.adjudication.limits import CircuitBreaker, EscalationBudget, TokenBucket
+from pipeline.adjudication.outcomes import fallback_verdict, frontier_cost, frontier_outcome
 from pipeline.adjudication.prompt import build_request
 from pipeline.errors import DecodeError, FrontierRejected, FrontierTransient
 from pipeline.intake import RawRecord
 from pipeline.kafka.stream import BatchProcessor, Outgoing, Wait
 from pipeline.metrics import Metrics
-from pipeline.policy import Policy, best_guess
-from pipeline.records import AdjudicationRequest, DeadLetter, Label, Verdict, utcnow, verdict_id
+from pipeline.policy import Policy
+from pipeline.records import AdjudicationRequest, DeadLetter, Verdict, utcnow
 from pipeline.retry import Backoff
 
 log = logging.getLogger(__name__)
@@ -182,19 +183,8 @@ class AdjudicationStage(BatchProcessor):
 
     def _accepted(self, request: AdjudicationRequest, policy: Policy, reply: FrontierReply, judgement: Judgement,
                   cost: float) -> list[Outgoing]:
-        now = self.clock()
-        post = request.post
-        category, decision, rationale = judgement.category, judgement.decision, judgement.rationale
-        verdict = Verdict(
-            verdict_id=verdict_id(post.id, policy.version), post_id=post.id, decision=decision,
-            category=None if category == policy.taxonomy.safe else category, scores=request.scores,
-            route="frontier", final=True, model=policy.adjudication.model, model_version=reply.model,
-            policy=policy.name, policy_version=policy.version, latency_ms=self._latency_ms(request, now),
-            cost_usd=cost, rationale=rationale, decided_at=now,
-        )
-        label = Label(post_id=post.id, text=post.text, label=category, source="frontier", model_scores=request.scores,
-                      model_version=request.model_version, policy_version=policy.version, labelled_at=now)
-        key = post.id.encode()
+        verdict, label = frontier_outcome(request, policy, reply, judgement, cost=cost, now=self.clock())
+        key = request.post.id.encode()
         return [Outgoing("verdicts", key, codec.encode(verdict), verdict),
                 Outgoing("labels", key, codec.encode(label), label)]
 
@@ -216,27 +206,15 @@ class AdjudicationStage(BatchProcessor):
         return [Outgoing("dead_letter", raw.key, codec.encode(letter), letter)]
 
     def _fallback(self, request: AdjudicationRequest, policy: Policy, reason: str, spent: float) -> list[Outgoing]:
-        now = self.clock()
-        post = request.post
-        outcome = best_guess(request.scores, policy)
         self.metrics.fallbacks.labels(reason).inc()
-        verdict = Verdict(
-            verdict_id=verdict_id(post.id, policy.version), post_id=post.id,
-            decision="allow" if outcome.kind == "escalate" else outcome.kind, category=outcome.category,
-            scores=request.scores, route="fallback", final=True, model=request.model,
-            model_version=request.model_version, policy=policy.name, policy_version=policy.version,
-            latency_ms=self._latency_ms(request, now), cost_usd=spent, flags=(reason,), decided_at=now,
-        )
-        return [Outgoing("verdicts", post.id.encode(), codec.encode(verdict), verdict)]
+        verdict = fallback_verdict(request, policy, reason=reason, spent=spent, now=self.clock())
+        return [Outgoing("verdicts", request.post.id.encode(), codec.encode(verdict), verdict)]
 
     # -- bookkeeping ---------------------------------------------------------------------------------
 
     def _book(self, reply: FrontierReply, policy: Policy) -> float:
-        u = reply.usage
-        for kind, tokens in (("input", u.input), ("output", u.output), ("cache_write", u.cache_write),
-                             ("cache_read", u.cache_read)):
-            self.metrics.frontier_tokens.labels(kind).inc(tokens)
-        cost = policy.prices.frontier.cost_usd(u.input, u.output, u.cache_write, u.cache_read)
+        book_usage(self.metrics, reply)
+        cost = frontier_cost(reply, policy)
         self.metrics.frontier_cost_usd.inc(cost)
         return cost
 
@@ -247,11 +225,15 @@ class AdjudicationStage(BatchProcessor):
             self._budget, self._budget_key = EscalationBudget(*key), key
         return self._budget
 
-    def _latency_ms(self, request: AdjudicationRequest, now: datetime) -> float:
-        origin = request.post.created_at or request.ingested_at
-        return max(0.0, (now - origin).total_seconds() * 1000.0)
-
     def _breaker_changed(self, state: str) -> None:
         self.metrics.breaker_open.set(1 if state == "open" else 0)
         self.metrics.breaker_transitions.labels(state).inc()
         log.warning("frontier circuit breaker is now %s", state)
+
+
+def book_usage(metrics: Metrics, reply: FrontierReply) -> None:
+    """Count a reply's tokens by kind (the stage's calls and the batch command's Message Batches alike)."""
+    u = reply.usage
+    for kind, tokens in (("input", u.input), ("output", u.output), ("cache_write", u.cache_write),
+                         ("cache_read", u.cache_read)):
+        metrics.frontier_tokens.labels(kind).inc(tokens)
