@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -212,6 +213,8 @@ def _log_level_from_settings() -> None:
 
     logging.getLogger().setLevel(load_settings().log_level.upper())
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    for name in ("httpx", "httpx2"):  # a line per HTTP request (the frontier SDKs' clients) buries the rest
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @app.command()
@@ -426,6 +429,57 @@ def retrain(
                              train=TrainConfig(epochs=epochs, num_threads=threads))
     if not run_retrain(console, load_settings(), options).promoted:
         raise typer.Exit(1)
+
+
+@app.command()
+def batch(
+    out: Annotated[Path, typer.Option("--out", help="verdicts file: .jsonl or .parquet (the verdicts topic's records); "
+                                      "dead letters, frontier labels and unadjudicated escalations go beside it")],
+    input_file: Annotated[Path | None, typer.Option("--in", help="posts: JSONL, CSV or Parquet (id, text, ...)")]
+    = None,
+    from_topic: Annotated[str | None, typer.Option("--from-topic", help="re-score a topic (or role, e.g. posts) "
+                                                   "instead of a file, up to its end when the run starts")] = None,
+    from_offset: Annotated[int | None, typer.Option("--from-offset", help="with --from-topic: start at this offset "
+                                                    "in every partition")] = None,
+    from_time: Annotated[datetime | None, typer.Option("--from-time", help="with --from-topic: start at the first "
+                                                       "record at or after this time (ISO 8601, UTC if no zone)")]
+    = None,
+    policy: Annotated[Path | None, typer.Option(help="policy file; default MODCASCADE_POLICY_PATH")] = None,
+    model: Annotated[Path | None, typer.Option(help="model directory; default MODCASCADE_MODEL_DIR")] = None,
+    backend: Annotated[str | None, typer.Option(help="vllm-local (offline LLM.classify in this process), vllm-http "
+                                                "(the model server) or transformers; default "
+                                                "MODCASCADE_BATCH_BACKEND")] = None,
+    dead_letters: Annotated[Path | None, typer.Option(help="dead-letter file; default OUT.dead-letters.jsonl")]
+    = None,
+    state: Annotated[Path | None, typer.Option(help="checkpoint folder; default OUT.state")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace existing outputs of a finished run")] = False,
+    wait: Annotated[bool, typer.Option(help="wait for Message Batches to finish; --no-wait stops once they are "
+                                       "submitted (run the same command again to collect them)")] = True,
+    defer: Annotated[bool, typer.Option(help="send deferrable escalations through Anthropic's Message Batches (half "
+                                        "price); --no-defer adjudicates them at once")] = True,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Run the cascade over a file or a topic range: same stages and decisions as the stream, large batches to the
+    engine, resumable (stop it any time; the same command resumes), with a closing report. Exit 3 when Message
+    Batches are still pending (--no-wait)."""
+    from pipeline.batch.command import BatchCommand, BatchInput, run_batch_command
+    from pipeline.runtime import stop_on_sigterm
+    from pipeline.settings import load_settings
+
+    settings = load_settings()
+    _log_level_from_settings()
+    command = BatchCommand(
+        source=BatchInput(file=input_file, topic=from_topic, from_offset=from_offset,
+                          from_time=from_time.replace(tzinfo=from_time.tzinfo or UTC) if from_time else None),
+        out=out, policy=policy, model=model, backend=backend, dead_letters=dead_letters, state=state,
+        overwrite=overwrite, wait=wait, defer=defer, progress=progress)
+
+    async def main() -> bool:
+        stop_on_sigterm()
+        return (await run_batch_command(console, settings, command)).complete
+
+    if not asyncio.run(main()):
+        raise typer.Exit(3)
 
 
 def main() -> None:

@@ -76,7 +76,13 @@ class KafkaSettings(BaseSettings):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
-    ssl_cafile: Path | None = None
+    ssl_cafile: Path | None = Field(default=None, description="CA bundle (PEM) for the brokers' certificates; "
+                                    "unset = the system's")
+    ssl_certfile: Path | None = Field(default=None, description="client certificate (PEM, chain allowed) for mTLS")
+    ssl_keyfile: Path | None = Field(default=None, description="private key (PEM) of ssl_certfile; unset = "
+                                     "the key is in ssl_certfile")
+    ssl_check_hostname: bool = Field(default=True, description="check that the broker's certificate names the "
+                                     "host connected to (the chain is verified either way)")
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> KafkaSettings:
@@ -87,6 +93,16 @@ class KafkaSettings(BaseSettings):
                 f"security_protocol={self.security_protocol} needs MODCASCADE_KAFKA_SASL_MECHANISM, "
                 "MODCASCADE_KAFKA_SASL_USERNAME and MODCASCADE_KAFKA_SASL_PASSWORD"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _client_certificate_complete(self) -> KafkaSettings:
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise ValueError("MODCASCADE_KAFKA_SSL_KEYFILE needs MODCASCADE_KAFKA_SSL_CERTFILE (the client "
+                             "certificate the key belongs to)")
+        if self.ssl_certfile is not None and not self.security_protocol.endswith("SSL"):
+            raise ValueError(f"a client certificate (MODCASCADE_KAFKA_SSL_CERTFILE) needs TLS: set "
+                             f"MODCASCADE_KAFKA_SECURITY_PROTOCOL=SSL or SASL_SSL (it is {self.security_protocol})")
         return self
 
 
@@ -176,6 +192,23 @@ class PromoteSettings(BaseSettings):
     ece_tolerance: float = Field(default=0.01, ge=0, description="allowed rise in expected calibration error")
 
 
+class BatchSettings(BaseSettings):
+    """``modcascade batch``: the cascade over files and topic ranges."""
+
+    model_config = _config("MODCASCADE_BATCH_")
+
+    backend: Literal["vllm-http", "vllm-local", "transformers"] = Field(
+        default="vllm-local", description="classifier backend: vllm-local runs vLLM's offline LLM.classify in the "
+        "process; vllm-http uses the model server at MODCASCADE_MODEL_SERVER_URL")
+    chunk_posts: int = Field(default=2048, ge=1, description="posts read, classified and checkpointed together")
+    cache_entries: int = Field(default=10_000, ge=0, description="score-cache size (LRU) for repeated texts")
+    message_batch_max: int = Field(default=10_000, ge=1, le=100_000, description="deferrable escalations per "
+                                   "Anthropic Message Batch")
+    poll_interval_s: float = Field(default=60.0, gt=0, description="how often pending Message Batches are polled")
+    max_deferred_attempts: int = Field(default=3, ge=1, description="Message Batch submissions per escalation "
+                                       "(errored or expired requests are resubmitted) before the policy's fallback")
+
+
 class Settings(BaseSettings):
     """All settings, grouped. Build with :func:`load_settings` to get the unknown-variable check."""
 
@@ -189,6 +222,7 @@ class Settings(BaseSettings):
     adjudicator: AdjudicatorSettings = Field(default_factory=AdjudicatorSettings)
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
     promote: PromoteSettings = Field(default_factory=PromoteSettings)
+    batch: BatchSettings = Field(default_factory=BatchSettings)
 
     policy_path: Path = Field(default=Path("policies/default.yaml"), description="policy YAML the workers use")
     metrics_port: int = Field(default=9464, ge=0, le=65535, description="Prometheus endpoint; 0 = off")
@@ -224,10 +258,10 @@ class Settings(BaseSettings):
         return self.model_dump(mode="json")
 
 
-_GROUPS = frozenset({"kafka", "topics", "broker", "model", "worker", "adjudicator", "feedback", "promote"})
+_GROUPS = frozenset({"kafka", "topics", "broker", "model", "worker", "adjudicator", "feedback", "promote", "batch"})
 _GROUP_CLASSES: tuple[type[BaseSettings], ...] = (
     Settings, KafkaSettings, TopicNames, BrokerSettings, ModelSettings, WorkerSettings, AdjudicatorSettings,
-    FeedbackSettings, PromoteSettings,
+    FeedbackSettings, PromoteSettings, BatchSettings,
 )
 
 

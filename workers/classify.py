@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 from pipeline.backends import Classifier, make_classifier
 from pipeline.backends.base import LabelMap
@@ -35,16 +36,20 @@ from pipeline.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def build_classifier(settings: Settings) -> Classifier:
-    """The configured backend for the configured model, checked against the policy's taxonomy."""
+def build_classifier(settings: Settings, *, backend: str | None = None, model_dir: Path | None = None,
+                     policy: Policy | None = None) -> Classifier:
+    """The configured backend for the configured model (or the ones given), checked against the policy's
+    taxonomy (default: the policy file of the settings)."""
     m = settings.model
-    policy = load_policy(settings.policy_path)
-    if m.backend == "vllm-http":
-        return make_classifier(m.backend, m.dir, policy, url=m.server_url, max_length=m.max_length,
+    backend = backend or m.backend
+    model_dir = model_dir or m.dir
+    policy = policy or load_policy(settings.policy_path)
+    if backend == "vllm-http":
+        return make_classifier(backend, model_dir, policy, url=m.server_url, max_length=m.max_length,
                                batch_size=m.batch_size, timeout_s=m.timeout_s)
-    if m.backend == "vllm-local":
-        return make_classifier(m.backend, m.dir, policy, max_length=m.max_length)
-    return make_classifier(m.backend, m.dir, policy, max_length=m.max_length, batch_size=m.batch_size,
+    if backend == "vllm-local":
+        return make_classifier(backend, model_dir, policy, max_length=m.max_length)
+    return make_classifier(backend, model_dir, policy, max_length=m.max_length, batch_size=m.batch_size,
                            threads=m.threads)
 
 
