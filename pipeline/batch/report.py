@@ -126,8 +126,11 @@ class BatchReport:
         if t.flags:
             table.add_row("fallback flags", _counts(t.flags))
         saving = 1 - self.total_usd / self.all_frontier_usd if self.all_frontier_usd else 0.0
+        unpaid = t.escalated["unadjudicated"] + self.pending_requests
+        caveat = f"; {unpaid:,} escalations not adjudicated yet, not in the cost" if unpaid else ""
         table.add_row("cost", f"${self.total_usd:.4f} (small model ${t.small_model_usd:.4f}, frontier "
-                      f"${t.frontier_usd:.4f}) vs ${self.all_frontier_usd:.2f} all-frontier ({saving:.1%} saved)")
+                      f"${t.frontier_usd:.4f}) vs ${self.all_frontier_usd:.2f} all-frontier ({saving:.1%} saved"
+                      f"{caveat})")
         table.add_row("time", f"{self.run_seconds:.1f} s this run, {t.seconds:.1f} s in all")
         table.add_row("throughput", f"{self.posts_per_s:,.0f} posts/s ({self.classified:,} posts classified in "
                       f"{self.classify_seconds:.1f} s)")
@@ -138,4 +141,5 @@ class BatchReport:
 
 
 def _counts(counter: Mapping[str, int]) -> str:
-    return ", ".join(f"{key} {value:,}" for key, value in sorted(counter.items(), key=lambda kv: -kv[1])) or "none"
+    shown = sorted(((key, value) for key, value in counter.items() if value), key=lambda kv: -kv[1])
+    return ", ".join(f"{key} {value:,}" for key, value in shown) or "none"
