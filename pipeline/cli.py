@@ -367,7 +367,9 @@ def bench(
     = "transformers,vllm-local,vllm-http",
     write: Annotated[bool, typer.Option(help="write the tables into BENCHMARKS.md")] = True,
     suites: Annotated[str, typer.Option(help="comma-separated: classify (throughput per backend and batch size), "
-                                        "pipeline (the worker end to end: ceiling, vs raw backend, latency)")]
+                                        "pipeline (the worker end to end: ceiling, vs raw backend, latency), "
+                                        "batch (modcascade batch on 10k and 100k posts: throughput vs the stream, "
+                                        "peak memory)")]
     = "classify,pipeline",
 ) -> None:
     """Measure classification throughput per backend and batch size against vLLM's offline LLM.classify, and the

@@ -9,6 +9,7 @@ written to the unadjudicated file and the report says how to enable adjudication
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +24,7 @@ from pipeline.adjudication.message_batches import MessageBatches
 from pipeline.adjudication.stage import AdjudicationStage
 from pipeline.batch.io import PostSource, open_file_source, open_topic_source
 from pipeline.batch.report import BatchReport
-from pipeline.batch.runner import BatchOptions, BatchRun, Outputs
+from pipeline.batch.runner import BatchOptions, BatchRun, Outputs, PeakRss
 from pipeline.cascade.cache import ScoreCache
 from pipeline.cascade.stage import ClassifyStage
 from pipeline.errors import ConfigError
@@ -69,6 +70,15 @@ class BatchCommand:
 
 
 async def run_batch_command(console: Console, settings: Settings, command: BatchCommand) -> BatchReport:
+    memory = PeakRss()  # from before the engine loads: starting it is part of the run's footprint
+    sampler = asyncio.create_task(memory.sample())
+    try:
+        return await _run(console, settings, command, memory)
+    finally:
+        sampler.cancel()
+
+
+async def _run(console: Console, settings: Settings, command: BatchCommand, memory: PeakRss) -> BatchReport:
     from workers.adjudicate import build_adjudicator, configured_providers, limits_from
     from workers.classify import build_classifier
 
@@ -109,7 +119,7 @@ async def run_batch_command(console: Console, settings: Settings, command: Batch
         log.info("batch: %s → %s with %s (%s) on %s, policy %s %s", source.description, outputs.verdicts,
                  classifier.model_name, classifier.model_version, classifier.backend, policy.name, policy.version)
         run = BatchRun(source, policy, classify, options, identity=identity, adjudicate=adjudicate, batches=batches,
-                       metrics=metrics, console=console)
+                       metrics=metrics, console=console, memory=memory)
         report = await run.run()
     finally:
         await classifier.aclose()

@@ -106,6 +106,7 @@ class BatchReport:
             "cost_usd": {"small_model": self.tally.small_model_usd, "frontier": self.tally.frontier_usd,
                          "total": self.total_usd, "all_frontier_estimate": self.all_frontier_usd},
             "run_seconds": self.run_seconds, "total_seconds": self.tally.seconds, "classified": self.classified,
+            "classify_seconds": self.classify_seconds,
             "posts_per_s": self.posts_per_s, "peak_rss_bytes": self.peak_rss_bytes, "outputs": dict(self.outputs),
         }
 
@@ -131,7 +132,7 @@ class BatchReport:
         table.add_row("cost", f"${self.total_usd:.4f} (small model ${t.small_model_usd:.4f}, frontier "
                       f"${t.frontier_usd:.4f}) vs ${self.all_frontier_usd:.2f} all-frontier ({saving:.1%} saved"
                       f"{caveat})")
-        table.add_row("time", f"{self.run_seconds:.1f} s this run, {t.seconds:.1f} s in all")
+        table.add_row("time", f"{self.run_seconds:.1f} s this run, {t.seconds:.1f} s in all (engine start excluded)")
         table.add_row("throughput", f"{self.posts_per_s:,.0f} posts/s ({self.classified:,} posts classified in "
                       f"{self.classify_seconds:.1f} s)")
         table.add_row("peak memory", f"{self.peak_rss_bytes / 2**20:,.0f} MiB RSS (this process and its children)")

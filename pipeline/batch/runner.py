@@ -115,6 +115,30 @@ class _Clock:
         return (self.classify_ended or time.perf_counter()) - self.classify_started
 
 
+class PeakRss:
+    """The peak resident memory of this process and its children (the vLLM engine core is one), sampled."""
+
+    def __init__(self, interval_s: float = 0.5) -> None:
+        self.interval_s = interval_s
+        self.peak = 0
+
+    def take(self) -> None:
+        process = psutil.Process()
+        total = 0
+        for proc in (process, *process.children(recursive=True)):
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:  # exited while we looked
+                continue
+        self.peak = max(self.peak, total)
+
+    async def sample(self) -> None:
+        """Sample until cancelled."""
+        while True:
+            self.take()
+            await asyncio.sleep(self.interval_s)
+
+
 class BatchRun:
     """One invocation of a batch run (fresh or resumed). Build, then ``await run()``."""
 
@@ -132,6 +156,7 @@ class BatchRun:
         console: Console,
         backoff: Backoff | None = None,
         clock: Callable[[], Any] = utcnow,
+        memory: PeakRss | None = None,
     ) -> None:
         self.source = source
         self.policy = policy
@@ -147,7 +172,7 @@ class BatchRun:
         self.out = options.outputs
         self._work = asyncio.Event()  # a chunk added deferred requests, or the input ended
         self._clock = _Clock()
-        self._peak_rss = 0
+        self.memory = memory or PeakRss()
         self.ckpt: Checkpoint
         self.tally: Tally
         self.sinks: dict[str, RecordSink] = {}
@@ -162,7 +187,7 @@ class BatchRun:
         try:
             try:
                 async with asyncio.TaskGroup() as tasks:
-                    sampler = tasks.create_task(self._sample_memory())
+                    sampler = tasks.create_task(self.memory.sample())
                     deferred = tasks.create_task(self._deferred_loop()) if self.batches is not None else None
                     if not self.ckpt.input_done:
                         await self._classify_input()
@@ -431,18 +456,6 @@ class BatchRun:
                         TimeRemainingColumn(), console=self.console, disable=not self.options.progress,
                         transient=False)
 
-    async def _sample_memory(self) -> None:
-        process = psutil.Process()
-        while True:
-            total = 0
-            for proc in (process, *process.children(recursive=True)):
-                try:
-                    total += proc.memory_info().rss
-                except psutil.Error:
-                    continue
-            self._peak_rss = max(self._peak_rss, total)
-            await asyncio.sleep(0.5)
-
     def _report(self, complete: bool) -> BatchReport:
         files = {name: str(path) for name, path in self.out.files().items() if path.exists()}
         if complete:
@@ -455,7 +468,7 @@ class BatchRun:
             all_frontier_usd=(self.tally.posts - self.tally.dead_letters)
             * self.policy.prices.est_frontier_usd_per_post,
             run_seconds=time.perf_counter() - self._clock.started, classified=self._clock.classified,
-            classify_seconds=self._clock.classify_seconds, peak_rss_bytes=self._peak_rss, outputs=files,
+            classify_seconds=self._clock.classify_seconds, peak_rss_bytes=self.memory.peak, outputs=files,
         )
 
 

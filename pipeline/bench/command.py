@@ -2,6 +2,7 @@
 
     classify   raw classification throughput per backend and batch size (pipeline/bench/classify.py)
     pipeline   the classify worker end to end: ceiling, vs raw backend, latency (pipeline/bench/pipeline.py)
+    batch      `modcascade batch` on 10k and 100k posts: vs the stream, flat memory (pipeline/bench/batch.py)
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ from pipeline.policy import Policy, load_policy
 from pipeline.settings import Settings
 
 BENCHMARKS_MD = Path("BENCHMARKS.md")
-SUITES = ("classify", "pipeline")
+SUITES = ("classify", "pipeline", "batch")
 
 
 async def run_bench(console: Console, *, model_dir: Path, policy_path: Path, n_posts: int,
                     batch_sizes: Sequence[int], backends: Sequence[str], max_length: int, write: bool,
-                    suites: Sequence[str] = SUITES, settings: Settings | None = None) -> None:
+                    suites: Sequence[str] = SUITES, settings: Settings | None = None,
+                    stream_posts: int | None = None, batch_posts: tuple[int, int] | None = None) -> None:
+    """Run ``suites``; ``stream_posts`` and ``batch_posts`` (small, large) size the batch suite (None: its
+    defaults, 2,000 and 10,000 / 100,000 posts)."""
     if unknown := sorted(set(suites) - set(SUITES)):
         raise ConfigError(f"unknown bench suite {', '.join(unknown)}: use {', '.join(SUITES)}")
     policy = load_policy(policy_path)
@@ -34,6 +38,9 @@ async def run_bench(console: Console, *, model_dir: Path, policy_path: Path, n_p
                                   backends=backends, max_length=max_length, write=write)
         if "pipeline" in suites:
             await _pipeline_suite(console, model, label, policy_path, settings=settings, write=write)
+        if "batch" in suites:
+            await _batch_suite(console, model, label, policy_path, settings=settings, write=write,
+                               stream_posts=stream_posts, batch_posts=batch_posts)
 
 
 def bench_model(console: Console, policy: Policy, model_dir: Path, scratch: Path) -> tuple[Path, str]:
@@ -67,6 +74,16 @@ async def _pipeline_suite(console: Console, model: Path, label: str, policy_path
                                                model_label=label)
     _publish(console, "pipeline", pipeline.render_markdown(result, machine=report.machine(), date=report.today()),
              write)
+
+
+async def _batch_suite(console: Console, model: Path, label: str, policy_path: Path, *, settings: Settings | None,
+                       write: bool, stream_posts: int | None, batch_posts: tuple[int, int] | None) -> None:
+    from pipeline.bench import batch
+
+    result = await batch.run_batch_bench(console, model_dir=model, policy_path=policy_path, settings=settings,
+                                         stream_posts=stream_posts or batch.STREAM_POSTS,
+                                         batch_posts=batch_posts or batch.BATCH_POSTS, model_label=label)
+    _publish(console, "batch", batch.render_markdown(result, machine=report.machine(), date=report.today()), write)
 
 
 def _publish(console: Console, section: str, table: str, write: bool) -> None:

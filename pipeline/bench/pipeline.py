@@ -8,7 +8,8 @@
                    batch_max_posts, with the classifier the worker builds (``build_classifier``: same HTTP batch
                    size and connection limit), and
                (b) the pipeline: the posts pre-produced, the worker built from the same settings.
-               Reported as pipeline / raw. Goal: >= 0.9.
+               Reported as pipeline / raw. Goal: >= 0.9. (b) alone is ``measure_stream``: the stream's throughput
+               that the batch suite (pipeline/bench/batch.py) compares ``modcascade batch`` with.
     latency    offered load 0.5 x the pipeline throughput of (b), paced for ~20 s into the worker of (b), each post
                stamped ``created_at`` at send time; a consumer of verdicts + adjudication takes receive time -
                created_at per post: p50 / p99.
@@ -390,37 +391,68 @@ async def measure_raw(settings: Settings, texts: Sequence[str], warmup: Sequence
         await classifier.aclose()
 
 
-async def measure_model(base: Settings, *, policy_path: Path, server: ModelServer, n_posts: int, latency_s: float,
-                        console: Console | None = None) -> tuple[Run, Run, Latency]:
-    """Raw backend vs pipeline on the same posts, then latency at half the pipeline's throughput."""
-    say = _say(console)
-    tag = new_tag("model")
+def model_settings(base: Settings, policy_path: Path, server: ModelServer, *, tag: str) -> Settings:
+    """:func:`bench_settings` (at the configured batch size) for the worker with the model: the vllm-http backend
+    on ``server``."""
     settings = bench_settings(base, policy_path, tag=tag, batch_max_posts=base.worker.batch_max_posts)
-    settings = settings.model_copy(update={"model": settings.model.model_copy(update={
+    return settings.model_copy(update={"model": settings.model.model_copy(update={
         "backend": "vllm-http", "dir": server.info.path, "server_url": server.url})})
-    texts = bench_texts(n_posts, seed=2, tag=tag)
+
+
+async def measure_worker(settings: Settings, tag: str, texts: Sequence[str], *, latency_s: float = 0.0,
+                         console: Console | None = None) -> tuple[Run, Latency | None]:
+    """``texts`` pre-produced (ids ``<tag>-<i>``) and through the classify worker built from ``settings``; then,
+    when ``latency_s`` > 0, the latency at half that throughput into the same worker. Every post's output is
+    read back: exactly one per post id."""
+    say = _say(console)
+    n_posts = len(texts)
     w = settings.worker
-    say(f"  raw backend: {n_posts:,} posts in chunks of {w.batch_max_posts}")
-    raw = await measure_raw(settings, texts, bench_texts(w.batch_max_posts, seed=3, tag=f"{tag}-warmup"))
-    say(f"    {raw.posts_per_s:,.0f} posts/s")
     records = post_records(tag, texts)
+    latency = None
     async with scratch_topics(settings) as topics:
         await produce(settings, topics["posts"], records)
         probe = Probe.create()
-        say(f"  pipeline: the same posts through the classify worker (batch {w.batch_max_posts}, "
+        say(f"  pipeline: {n_posts:,} posts through the classify worker (batch {w.batch_max_posts}, "
             f"wait {w.batch_max_wait_ms} ms)")
         async with running_worker(settings, probe) as worker:
             await watching(worker, probe.done.reach(n_posts), _JOIN_S + n_posts / 10, "running the model pipeline")
             piped = probe.timed(n_posts, w.batch_max_posts)
             say(f"    {piped.posts_per_s:,.0f} posts/s")
-            rate = LATENCY_LOAD * piped.posts_per_s
-            say(f"  latency: {rate:,.0f} posts/s offered for {latency_s:g} s")
-            latency = await watching(worker, measure_latency(settings, rate_per_s=rate, duration_s=latency_s),
-                                     latency_s + _DRAIN_S, "measuring latency")
+            if latency_s > 0:
+                rate = LATENCY_LOAD * piped.posts_per_s
+                say(f"  latency: {rate:,.0f} posts/s offered for {latency_s:g} s")
+                latency = await watching(worker, measure_latency(settings, rate_per_s=rate, duration_s=latency_s),
+                                         latency_s + _DRAIN_S, "measuring latency")
         keys = await read_output_keys(settings, [topics["verdicts"], topics["adjudication"], topics["dead_letter"]],
                                       n_posts)
         check_outputs([k for k in keys if k.startswith(f"{tag}-".encode())], (k for k, _ in records), "pipeline")
+    return piped, latency
+
+
+async def measure_model(base: Settings, *, policy_path: Path, server: ModelServer, n_posts: int, latency_s: float,
+                        console: Console | None = None) -> tuple[Run, Run, Latency]:
+    """Raw backend vs pipeline on the same posts, then latency at half the pipeline's throughput."""
+    say = _say(console)
+    tag = new_tag("model")
+    settings = model_settings(base, policy_path, server, tag=tag)
+    texts = bench_texts(n_posts, seed=2, tag=tag)
+    w = settings.worker
+    say(f"  raw backend: {n_posts:,} posts in chunks of {w.batch_max_posts}")
+    raw = await measure_raw(settings, texts, bench_texts(w.batch_max_posts, seed=3, tag=f"{tag}-warmup"))
+    say(f"    {raw.posts_per_s:,.0f} posts/s")
+    piped, latency = await measure_worker(settings, tag, texts, latency_s=latency_s, console=console)
+    assert latency is not None  # latency_s > 0
     return raw, piped, latency
+
+
+async def measure_stream(base: Settings, *, policy_path: Path, server: ModelServer, n_posts: int = MODEL_POSTS,
+                         console: Console | None = None) -> Run:
+    """The stream's throughput with the model: ``n_posts`` through the classify worker on ``server``, as the
+    pipeline measurement of :func:`measure_model` (same posts, settings and timing), without raw or latency."""
+    tag = new_tag("stream")
+    settings = model_settings(base, policy_path, server, tag=tag)
+    run, _ = await measure_worker(settings, tag, bench_texts(n_posts, seed=2, tag=tag), console=console)
+    return run
 
 
 async def measure_latency(settings: Settings, *, rate_per_s: float, duration_s: float) -> Latency:
@@ -521,31 +553,42 @@ async def run_pipeline_bench(console: Console, *, model_dir: Path, policy_path: 
     load_before = os.getloadavg()[0]
     with contextlib.ExitStack() as stack:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="modcascade-bench-pipeline-")))
-        base, broker = _broker(settings, stack, scratch)
+        base, broker = start_broker(settings, stack, scratch)
         console.print(f"pipeline ceiling: {ceiling_posts:,} posts, zero-cost classifier, batch {CEILING_BATCH} "
                       f"(broker {broker})")
         ceiling = await measure_ceiling(base, policy_path=policy_path, n_posts=ceiling_posts, console=console)
         console.print(f"  {ceiling.posts_per_s:,.0f} posts/s")
-        server = ModelServer(model_dir, port=0, max_model_len=max(MAX_MODEL_LEN, base.model.max_length),
-                             log_path=scratch / "vllm-server.log")
-        stack.callback(server.stop)
-        console.print(f"starting a vLLM server on {server.model_name} (~40 s)")
-        await start_model_server(server)
-        raw, piped, latency = await measure_model(base, policy_path=policy_path, server=server, n_posts=model_posts,
-                                                  latency_s=latency_s, console=console)
+        async with model_server(model_dir, base, scratch, console) as server:
+            raw, piped, latency = await measure_model(base, policy_path=policy_path, server=server,
+                                                      n_posts=model_posts, latency_s=latency_s, console=console)
     return PipelineBenchResult(ceiling=ceiling, raw=raw, pipeline=piped, latency=latency,
                                model=model_label or model_dir.name, broker=broker,
                                http_batch_size=base.model.batch_size, http_max_connections=http_max_connections(),
                                load_before=load_before)
 
 
-def _broker(settings: Settings, stack: contextlib.ExitStack, scratch: Path) -> tuple[Settings, str]:
-    """The configured broker, or an embedded one started now (stopped by ``stack``)."""
+def start_broker(settings: Settings, stack: contextlib.ExitStack, scratch: Path) -> tuple[Settings, str]:
+    """The configured broker, or an embedded one started now (stopped by ``stack``): the settings to reach it,
+    and its name for the report."""
     if not settings.uses_embedded_broker:
         return settings, settings.bootstrap
     broker = stack.enter_context(EmbeddedBroker.from_settings(settings.broker, port=0, log_path=scratch / "tansu.log"))
     updated = settings.model_copy(update={"broker": settings.broker.model_copy(update={"port": broker.port})})
     return updated, "embedded tansu"
+
+
+@contextlib.asynccontextmanager
+async def model_server(model_dir: Path, base: Settings, scratch: Path, console: Console) -> AsyncIterator[ModelServer]:
+    """One vLLM server on ``model_dir`` (log in ``scratch``), started now, stopped on the way out (also when its
+    start fails or is cancelled)."""
+    server = ModelServer(model_dir, port=0, max_model_len=max(MAX_MODEL_LEN, base.model.max_length),
+                         log_path=scratch / "vllm-server.log")
+    try:
+        console.print(f"starting a vLLM server on {server.model_name} (~40 s)")
+        await start_model_server(server)
+        yield server
+    finally:
+        server.stop()
 
 
 async def start_model_server(server: ModelServer) -> None:
