@@ -21,6 +21,7 @@ class Metrics:
     registry: CollectorRegistry
     # Intake
     records_consumed: Counter
+    consumer_lag: Gauge
     dead_letters: Counter
     # Classification
     batch_size: Histogram
@@ -66,6 +67,13 @@ class Metrics:
         return cls(
             registry=reg,
             records_consumed=counter("records_consumed", "Records read from a topic.", ("topic",)),
+            consumer_lag=Gauge(
+                "modcascade_consumer_lag",
+                "Records of an assigned partition not yet committed by this worker's group: the partition's high "
+                "watermark minus the committed offset (the position before the first commit). Updated after each "
+                "fetch and commit; a revoked partition's series is removed.",
+                ("group", "topic", "partition"), registry=reg,
+            ),
             dead_letters=counter("dead_letters", "Records sent to the dead-letter topic.", ("stage", "reason")),
             batch_size=histogram("batch_size", "Posts per classifier call.", BATCH_BUCKETS),
             model_latency=histogram("model_latency_seconds", "Classifier call latency.", LATENCY_BUCKETS),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -26,17 +27,30 @@ from pipeline.settings import KafkaSettings, Settings
 
 
 def connection_options(kafka: KafkaSettings) -> dict[str, Any]:
-    """The security keyword arguments every aiokafka client takes (SSL context, SASL credentials)."""
+    """The security keyword arguments every aiokafka client takes (SSL context, SASL credentials).
+
+    Every client of ours (producer, consumer, admin; a faust app through its credentials) is built with
+    these, so one set of ``MODCASCADE_KAFKA_*`` settings secures them all. With SSL or SASL_SSL the context
+    verifies the brokers' chain against ``ssl_cafile`` (unset: the system's CAs), checks host names unless
+    ``ssl_check_hostname`` is off, and presents ``ssl_certfile``/``ssl_keyfile`` when set (mTLS).
+    """
     options: dict[str, Any] = {"security_protocol": kafka.security_protocol}
     if kafka.security_protocol in ("SSL", "SASL_SSL"):
-        # None = the system's CA bundle; hostname checking stays on.
-        options["ssl_context"] = create_ssl_context(cafile=kafka.ssl_cafile)
+        context = create_ssl_context(
+            cafile=_path(kafka.ssl_cafile), certfile=_path(kafka.ssl_certfile), keyfile=_path(kafka.ssl_keyfile),
+        )
+        context.check_hostname = kafka.ssl_check_hostname  # verify_mode stays CERT_REQUIRED
+        options["ssl_context"] = context
     if kafka.security_protocol.startswith("SASL"):
         assert kafka.sasl_password is not None  # KafkaSettings validates SASL settings are complete
         options["sasl_mechanism"] = kafka.sasl_mechanism
         options["sasl_plain_username"] = kafka.sasl_username
         options["sasl_plain_password"] = kafka.sasl_password.get_secret_value()
     return options
+
+
+def _path(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 def _common(settings: Settings) -> dict[str, Any]:

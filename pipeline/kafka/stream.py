@@ -16,8 +16,18 @@ instead of sleeping. That pauses every assigned partition and keeps polling, so 
 its group (``max.poll.interval.ms``) but fetches nothing; records a rebalance hands over meanwhile are
 kept for the next batch. The partitions resume when the processor returns.
 
-A commit can fail when a rebalance moved a partition away mid-batch; the new owner re-reads from the
-last commit, so that is logged and the loop goes on (duplicates, never loss).
+Rebalances (a worker added, stopped or dead): the loop subscribes with a rebalance listener, so before
+this worker gives its partitions up it finishes the batch in progress (publish, acks, commit, under the
+generation that still owns them) and drops records it had read but not started on; the new owner
+continues from the commit, and a rebalance among live workers publishes nothing twice. A batch that is
+backing off (its backend is down) when the partitions go is dropped instead (nothing of it was published):
+the rebalance never waits on an outage. A commit that still fails (the group moved on without this member)
+is logged and the loop goes on: the new owner re-reads those records (duplicates, never loss).
+
+Consumer lag: after each fetch and commit, ``modcascade_consumer_lag{group,topic,partition}`` is set per
+assigned partition to its high watermark minus the offset this worker committed (before its first commit
+there: the position it started from, the group's committed offset); series of revoked partitions are removed.
+A paused partition is not fetched, so its high watermark (and lag) is not refreshed while the backend is down.
 """
 
 from __future__ import annotations
@@ -27,9 +37,10 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from pipeline.errors import BrokerError
@@ -61,6 +72,11 @@ class _Abandoned(Exception):
     """Stop was asked for while the processor was backing off: the batch is dropped uncommitted."""
 
 
+class _Dropped(Exception):
+    """A rebalance took the partitions while the processor was backing off: the batch is dropped uncommitted
+    (nothing of it was published) and its records are re-read by their owners."""
+
+
 class BatchProcessor(ABC):
     """What a worker plugs into :class:`StreamLoop`."""
 
@@ -84,9 +100,11 @@ class Batching:
 
 
 class StreamLoop:
-    """Runs ``processor`` over the records of ``consumer`` (started, subscribed, auto-commit off) and
-    publishes its outputs with ``producer`` (started, acks=all) to ``topics[role]``. ``on_assigned`` is called
-    once, when the group first hands this consumer partitions (the worker is then really ready)."""
+    """Runs ``processor`` over the records of ``consumer`` (started, auto-commit off) and publishes its outputs
+    with ``producer`` (started, acks=all) to ``topics[role]``. Subscribe through :meth:`subscribe` so that
+    rebalances finish the batch in progress first (a consumer subscribed elsewhere works, without that).
+    ``on_assigned`` is called once, when the group first hands this consumer partitions (the worker is then
+    really ready). ``group_id`` labels the consumer-lag metric."""
 
     def __init__(
         self,
@@ -98,6 +116,7 @@ class StreamLoop:
         batching: Batching,
         metrics: Metrics | None = None,
         on_assigned: Callable[[], None] | None = None,
+        group_id: str | None = None,
     ) -> None:
         self.consumer = consumer
         self._on_assigned = on_assigned
@@ -106,41 +125,69 @@ class StreamLoop:
         self.topics = dict(topics)
         self.batching = batching
         self.metrics = metrics
+        self.group_id = group_id or ""
+        self._gathering: list[ConsumerRecord[bytes, bytes]] = []  # read, not started on yet
         self._held: list[ConsumerRecord[bytes, bytes]] = []  # read while paused; first in the next batch
         self._stop: asyncio.Event | None = None
+        self._settled = asyncio.Event()  # set while no batch is being processed, published or committed
+        self._settled.set()
+        self._in_wait = False  # the processor is backing off, inside a paused poll
+        self._revoking = False  # a rebalance waits for the batch in progress
+        self._drop = False  # the batch in progress must be dropped (its partitions went while backing off)
+        self._lag_base: dict[TopicPartition, int] = {}  # committed offset, or the position we started from
+        self._lag_series: set[TopicPartition] = set()
         self.batches = 0
         self.records = 0
+
+    def subscribe(self, *topics: str) -> None:
+        """Subscribe the consumer to ``topics`` with this loop's rebalance listener."""
+        self.consumer.subscribe(list(topics), listener=_Rebalance(self))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Process batches until ``stop`` is set; the batch in progress is finished and committed first,
         unless the processor is backing off (its backend is down): that batch is left uncommitted, for the
         group to re-read, so a stop never waits on an outage."""
         self._stop = stop
-        while not stop.is_set():
-            batch = await self._gather(stop)
-            if batch:
-                try:
-                    await self.run_batch(batch)
-                except _Abandoned:
-                    log.warning("stopped while waiting for a backend: %d records left uncommitted, to be re-read",
-                                len(batch))
-                    return
+        try:
+            while not stop.is_set():
+                batch = await self._gather(stop)
+                if batch:
+                    try:
+                        await self.run_batch(batch)
+                    except _Abandoned:
+                        log.warning("stopped while waiting for a backend: %d records left uncommitted, to be "
+                                    "re-read", len(batch))
+                        return
+                    except _Dropped:
+                        self._resume()
+                        log.warning("partitions were reassigned while waiting for a backend: %d records dropped "
+                                    "uncommitted (none published), their owners re-read them", len(batch))
+        finally:
+            self._forget_lag(set(self._lag_series))
 
     async def run_batch(self, batch: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
-        raws = [RawRecord(m.value, m.key, m.topic, m.partition, m.offset, m.timestamp) for m in batch]
-        if self.metrics is not None:
-            for topic in {m.topic for m in batch}:
-                self.metrics.records_consumed.labels(topic=topic).inc(sum(1 for m in batch if m.topic == topic))
-        outputs = await self.processor.process(raws, self._paused_wait)
-        self._resume()
-        await self._publish(outputs)
-        await self._commit(batch)
+        self._settled.clear()
+        self._drop = False
+        try:
+            raws = [RawRecord(m.value, m.key, m.topic, m.partition, m.offset, m.timestamp) for m in batch]
+            if self.metrics is not None:
+                for topic in {m.topic for m in batch}:
+                    self.metrics.records_consumed.labels(topic=topic).inc(sum(1 for m in batch if m.topic == topic))
+            outputs = await self.processor.process(raws, self._paused_wait)
+            self._resume()
+            await self._publish(outputs)
+            await self._commit(batch)
+        finally:
+            self._settled.set()
         self.processor.published(outputs)
         self.batches += 1
         self.records += len(batch)
+        await self._update_lag()
 
     async def _gather(self, stop: asyncio.Event) -> list[ConsumerRecord[bytes, bytes]]:
-        batch, self._held = self._held, []
+        # ``_gathering`` is one list for the whole gather, so a rebalance can take records out of it in place.
+        self._gathering[:], self._held = self._held, []
+        batch = self._gathering
         limit = self.batching.max_records
         deadline = time.monotonic() + self.batching.max_wait_s if batch else None
         while len(batch) < limit:
@@ -156,13 +203,17 @@ class StreamLoop:
                 self._on_assigned = None
             for records in fetched.values():
                 batch.extend(records)
+            self._note_fetched(fetched)
+            await self._update_lag()
             if batch and deadline is None:
                 deadline = time.monotonic() + self.batching.max_wait_s
             if deadline is None:
                 break  # idle: hand control back so the caller can check ``stop``
             if time.monotonic() >= deadline:
                 break
-        return batch
+        # Handed over without an await in between: from here on a rebalance waits for this batch.
+        gathered, self._gathering = list(batch), []
+        return gathered
 
     async def _paused_wait(self, seconds: float) -> None:
         # Re-pause on every call: a rebalance during the outage may have assigned new partitions.
@@ -171,17 +222,28 @@ class StreamLoop:
             self.consumer.pause(*assignment)
         started = time.monotonic()
         deadline = started + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            if self._stop is not None and self._stop.is_set():
-                raise _Abandoned
-            fetched = await self.consumer.getmany(timeout_ms=int(min(left, 1.0) * 1000) or 1)
-            for records in fetched.values():
-                self._held.extend(records)
-            newly = self.consumer.assignment() - self.consumer.paused()
-            if newly:
-                self.consumer.pause(*newly)
-        if self.metrics is not None:
-            self.metrics.backpressure_seconds.inc(time.monotonic() - started)
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                if self._stop is not None and self._stop.is_set():
+                    raise _Abandoned
+                if self._revoking or self._drop:
+                    raise _Dropped
+                self._in_wait = True
+                try:
+                    fetched = await self.consumer.getmany(timeout_ms=int(min(left, 1.0) * 1000) or 1)
+                finally:
+                    self._in_wait = False
+                for records in fetched.values():
+                    self._held.extend(records)
+                self._note_fetched(fetched)
+                if self._drop:
+                    raise _Dropped
+                newly = self.consumer.assignment() - self.consumer.paused()
+                if newly:
+                    self.consumer.pause(*newly)
+        finally:
+            if self.metrics is not None:
+                self.metrics.backpressure_seconds.inc(time.monotonic() - started)
 
     def _resume(self) -> None:
         paused = self.consumer.paused()
@@ -213,6 +275,83 @@ class StreamLoop:
         except (CommitFailedError, IllegalStateError) as exc:
             log.warning("commit of %d records failed after a rebalance (%s); their new owner re-reads them",
                         len(batch), type(exc).__name__)
+            return
+        self._lag_base.update(offsets)
+
+    # -- rebalances ---------------------------------------------------------------------------------
+
+    async def _on_revoked(self, revoked: AbstractSet[TopicPartition]) -> None:
+        """Before the partitions go: drop what was read but not started on, finish the batch in progress."""
+        def kept(records: list[ConsumerRecord[bytes, bytes]]) -> list[ConsumerRecord[bytes, bytes]]:
+            return [m for m in records if TopicPartition(m.topic, m.partition) not in revoked]
+
+        before = len(self._gathering) + len(self._held)
+        self._gathering[:] = kept(self._gathering)
+        self._held = kept(self._held)
+        if dropped := before - len(self._gathering) - len(self._held):
+            log.info("rebalance: %d records read but not started on are left to the partitions' next owner", dropped)
+        try:
+            if self._settled.is_set():
+                return
+            if self._in_wait:  # backing off: the batch is dropped once the poll returns, never awaited here
+                self._drop = True
+                return
+            log.info("rebalance: finishing the batch in progress before giving up %d partitions", len(revoked))
+            self._revoking = True
+            try:
+                await self._settled.wait()
+            finally:
+                self._revoking = False
+        finally:
+            self._forget_lag(revoked)
+
+    # -- consumer lag -------------------------------------------------------------------------------
+
+    def _note_fetched(self, fetched: Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]]) -> None:
+        for tp, records in fetched.items():
+            if records and tp not in self._lag_base:
+                self._lag_base[tp] = records[0].offset  # the position this worker started from on ``tp``
+
+    async def _update_lag(self) -> None:
+        """Set the lag of every assigned partition whose high watermark is known (a fetch has reported it)."""
+        if self.metrics is None or self._revoking:  # partitions on their way out: forgotten once settled
+            return
+        assigned = self.consumer.assignment()
+        self._forget_lag({tp for tp in self._lag_series if tp not in assigned})
+        highwaters = {tp: hw for tp in assigned if (hw := self.consumer.highwater(tp)) is not None}
+        for tp, highwater in highwaters.items():
+            base = self._lag_base.get(tp)
+            if base is None:
+                # Fetched, nothing handed out yet: the position is still where this worker started.
+                try:  # known once a fetch ran, so this returns at once; never wait here for a reset
+                    base = self._lag_base[tp] = await asyncio.wait_for(self.consumer.position(tp), 0.1)
+                except (IllegalStateError, TimeoutError):  # revoked meanwhile, or the position is being reset
+                    continue
+                if tp not in self.consumer.assignment():
+                    continue
+            self.metrics.consumer_lag.labels(self.group_id, tp.topic, str(tp.partition)).set(max(0, highwater - base))
+            self._lag_series.add(tp)
+
+    def _forget_lag(self, partitions: AbstractSet[TopicPartition]) -> None:
+        for tp in partitions:
+            self._lag_base.pop(tp, None)
+            if tp in self._lag_series:
+                self._lag_series.discard(tp)
+                if self.metrics is not None:
+                    self.metrics.consumer_lag.remove(self.group_id, tp.topic, str(tp.partition))
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    """Lets :class:`StreamLoop` finish its batch before the group takes its partitions."""
+
+    def __init__(self, loop: StreamLoop) -> None:
+        self._loop = loop
+
+    async def on_partitions_revoked(self, revoked: AbstractSet[TopicPartition]) -> None:
+        await self._loop._on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: AbstractSet[TopicPartition]) -> None:
+        pass
 
 
 @dataclass(frozen=True)
@@ -243,13 +382,14 @@ async def run_stream(
     running on with a policy that no longer follows its file.
     """
     topics = settings.topics.all()
-    consumer = make_consumer(settings, topics[source_role], group_id=group_id)
+    consumer = make_consumer(settings, group_id=group_id)  # subscribed by the loop, with its rebalance listener
     producer = make_producer(settings)
     await start_client(producer, settings, f"{name} producer")
     try:
         await start_client(consumer, settings, f"{name} consumer")
         loop = StreamLoop(consumer, producer, processor, topics, metrics=metrics, on_assigned=on_assigned,
-                          batching=batching)
+                          batching=batching, group_id=group_id)
+        loop.subscribe(topics[source_role])
         watch_stop = asyncio.Event()
         try:
             async with asyncio.TaskGroup() as group:

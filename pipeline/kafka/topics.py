@@ -15,6 +15,15 @@ from pipeline.settings import Settings
 
 TOPIC_ALREADY_EXISTS = 36
 _METADATA_WAIT_S = 10.0
+COMPACT = {"cleanup.policy": "compact"}
+
+
+def default_configs(settings: Settings) -> dict[str, dict[str, str]]:
+    """Topic configs of the data flow: ``verdicts`` is compacted. Its records are keyed by post id, and a
+    redelivered post's verdict repeats the same ``verdict_id`` under the same key, so compaction keeps the
+    latest verdict per post and readers that replay the topic (state rebuilds) read each post once, not its
+    whole history. Every other topic is a plain log (time/size retention)."""
+    return {settings.topics.all()["verdicts"]: dict(COMPACT)}
 
 
 async def ensure_topics(
@@ -24,17 +33,18 @@ async def ensure_topics(
     *,
     configs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[str]:
-    """Create ``names`` (default: the five topics of ``settings.topics``) with ``partitions`` (default:
+    """Create ``names`` (default: the topics of ``settings.topics``) with ``partitions`` (default:
     ``MODCASCADE_KAFKA_PARTITIONS``) and ``MODCASCADE_KAFKA_REPLICATION_FACTOR``; return the ones created.
 
-    ``configs`` maps a topic name to its topic configs (e.g. ``{"cleanup.policy": "compact"}``), applied
-    only when the topic is created. Returns once every topic shows up in the cluster metadata.
+    ``configs`` maps a topic name to its topic configs (e.g. ``{"cleanup.policy": "compact"}``), on top of
+    :func:`default_configs` (``verdicts`` compacted), applied only when the topic is created: an existing
+    topic keeps its configs. Returns once every topic shows up in the cluster metadata.
     """
     topics = list(settings.topics.all().values() if names is None else names)
     if not topics:
         return []
     count = settings.kafka.partitions if partitions is None else partitions
-    configs = configs or {}
+    configs = {**default_configs(settings), **(configs or {})}
     requests = [
         NewTopic(name, count, settings.kafka.replication_factor, topic_configs=dict(configs.get(name, {})))
         for name in topics
