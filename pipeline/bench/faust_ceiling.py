@@ -44,7 +44,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pipeline import codec
 from pipeline.errors import DecodeError
 from pipeline.kafka import ensure_topics, make_consumer, make_producer
-from pipeline.settings import Settings
+from pipeline.kafka.clients import faust_credentials
+from pipeline.settings import Settings, load_settings
 
 Engine = Literal["faust", "aiokafka"]
 SendVia = Literal["producer", "topic"]
@@ -215,6 +216,7 @@ def run_faust_worker(args: WorkerArgs) -> None:
     app = faust.App(
         args.group,  # the app id is also the consumer group
         broker=f"kafka://{args.bootstrap}",
+        broker_credentials=faust_credentials(load_settings().kafka),  # SASL/TLS like every other client
         store="memory://",
         datadir=str(datadir),
         key_serializer="raw",

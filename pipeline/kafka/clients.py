@@ -26,6 +26,19 @@ from pipeline.errors import BrokerError, SettingsError
 from pipeline.settings import KafkaSettings, Settings
 
 
+def faust_credentials(kafka: KafkaSettings) -> Any:
+    """The same security for a faust app (``broker_credentials``): None for PLAINTEXT."""
+    import faust
+
+    options = connection_options(kafka)
+    if kafka.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(username=options["sasl_plain_username"], password=options["sasl_plain_password"],
+                                     mechanism=options["sasl_mechanism"], ssl_context=options.get("ssl_context"))
+    if kafka.security_protocol == "SSL":
+        return faust.SSLCredentials(options["ssl_context"])
+    return None
+
+
 def connection_options(kafka: KafkaSettings) -> dict[str, Any]:
     """The security keyword arguments every aiokafka client takes (SSL context, SASL credentials).
 

@@ -7,23 +7,10 @@ Broker and topic names come from the settings module (``MODCASCADE_KAFKA_BOOTSTR
 
 from __future__ import annotations
 
-from typing import Any
-
 import faust
 
-from pipeline.kafka import connection_options
-from pipeline.settings import KafkaSettings, load_settings
-
-
-def _credentials(kafka: KafkaSettings) -> Any:
-    options = connection_options(kafka)
-    if kafka.security_protocol.startswith("SASL"):
-        return faust.SASLCredentials(username=options["sasl_plain_username"], password=options["sasl_plain_password"],
-                                     mechanism=options["sasl_mechanism"], ssl_context=options.get("ssl_context"))
-    if kafka.security_protocol == "SSL":
-        return faust.SSLCredentials(options["ssl_context"])
-    return None
-
+from pipeline.kafka.clients import faust_credentials
+from pipeline.settings import load_settings
 
 settings = load_settings()
 topics = settings.topics.all()
@@ -31,7 +18,7 @@ topics = settings.topics.all()
 app = faust.App(
     f"modcascade-env-{topics['posts']}",  # also the consumer group: fresh for every test's topics
     broker=f"kafka://{settings.bootstrap}",
-    broker_credentials=_credentials(settings.kafka),
+    broker_credentials=faust_credentials(settings.kafka),
     store="memory://",
     key_serializer="raw",
     value_serializer="raw",
