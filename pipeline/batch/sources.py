@@ -183,12 +183,8 @@ class JsonlSource(_FileSource):
 
     def iter_chunks(self, size: int, start: Cursor | None = None) -> Generator[Chunk, None, None]:
         _check_size(size)
-        rows, byte, line = (_cursor_count(start, key, self.path) for key in ("rows", "byte", "line"))
-        seek = byte is not None and line is not None
-        _check_byte(self.path, byte)
-        rows = rows or 0
-        skip = 0 if seek else rows  # a cursor without a byte offset: skip by reading (no parsing, still cheap)
-        byte, line = (byte or 0, line or 0) if seek else (0, 0)
+        rows, skip, byte, line = _text_resume(self.path, start)
+        byte, line = byte or 0, line or 0
         chunker = _Chunker(size)
         with self.path.open("rb") as file:
             file.seek(byte)
@@ -310,11 +306,7 @@ class CsvSource(_FileSource):
 
     def iter_chunks(self, size: int, start: Cursor | None = None) -> Generator[Chunk, None, None]:
         _check_size(size)
-        rows, byte, line = (_cursor_count(start, key, self.path) for key in ("rows", "byte", "line"))
-        seek = byte is not None and line is not None
-        _check_byte(self.path, byte)
-        rows = rows or 0
-        skip = 0 if seek else rows
+        rows, skip, byte, line = _text_resume(self.path, start)
         chunker = _Chunker(size)
         with self.path.open("rb") as file:
             lines = _Lines(file, byte, line) if byte is not None and line is not None else \
@@ -435,6 +427,18 @@ def _cursor_count(cursor: Cursor | None, key: str, where: object) -> int | None:
         raise ConfigError(f"resume cursor {cursor!r} does not fit {where} ({key!r} must be a count); delete the "
                           "run's state to start over")
     return value
+
+
+def _text_resume(path: Path, start: Cursor | None) -> tuple[int, int, int | None, int | None]:
+    """Where a JSONL or CSV read resumes: (rows done, rows still to skip by reading, byte, line). A cursor with a
+    byte offset and a line seeks there (nothing to skip, byte and line set); one without skips its rows by reading
+    (no parsing, still cheap) from the start (byte and line None)."""
+    rows, byte, line = (_cursor_count(start, key, path) for key in ("rows", "byte", "line"))
+    _check_byte(path, byte)
+    rows = rows or 0
+    if byte is not None and line is not None:
+        return rows, 0, byte, line
+    return rows, rows, None, None
 
 
 def _check_byte(path: Path, byte: int | None) -> None:
