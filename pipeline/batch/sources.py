@@ -57,6 +57,7 @@ import contextlib
 import csv
 import logging
 import time
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -134,7 +135,7 @@ def open_file_source(path: Path) -> PostSource:
     return ParquetSource(path)
 
 
-class _FileSource:
+class _FileSource(ABC):
     """Common part of the file sources: the blocking reads run in a worker thread, one chunk at a time, so the
     event loop (Message Batch polls, HTTP calls of the runner) is never blocked by the disk."""
 
@@ -163,11 +164,11 @@ class _FileSource:
             with contextlib.suppress(ValueError):
                 chunks.close()
 
+    @abstractmethod
     def iter_chunks(self, size: int, start: Cursor | None = None) -> Generator[Chunk, None, None]:
-        """The same chunks, read in the calling thread."""
-        raise NotImplementedError
+        """The same chunks, read in the calling thread (each format reads its own way)."""
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 (deliberately empty, not abstract: every file source shares it)
         """Nothing to release: files are opened per :meth:`chunks` call."""
 
 
