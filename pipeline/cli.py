@@ -82,7 +82,7 @@ def broker(
     With KAFKA_BOOTSTRAP / MODCASCADE_KAFKA_BOOTSTRAP set, no broker is started: the topics are created
     (and --probe runs) on that Kafka instead.
     """
-    from pipeline.runtime import serve_broker
+    from pipeline.app.runtime import serve_broker
 
     asyncio.run(serve_broker(console, probe=probe))
 
@@ -93,7 +93,7 @@ def produce(
     topic: Annotated[str | None, typer.Option(help="topic (default: the posts topic)")] = None,
 ) -> None:
     """Publish a JSONL file of posts. Lines are sent byte-for-byte: bad ones reach the dead-letter topic."""
-    from pipeline.runtime import produce_file
+    from pipeline.app.runtime import produce_file
 
     count = asyncio.run(produce_file(file, topic))
     console.print(f"published {count} records from {file}")
@@ -106,7 +106,7 @@ def tail(
     follow: Annotated[bool, typer.Option(help="keep waiting for new records")] = False,
 ) -> None:
     """Print the records of a topic from the beginning, one JSON object per line."""
-    from pipeline.runtime import tail_topic
+    from pipeline.app.runtime import tail_topic
 
     asyncio.run(tail_topic(topic, limit=limit, follow=follow, out=sys.stdout))
 
@@ -121,7 +121,7 @@ def worker_classify(
     Configured by the environment (`modcascade settings` shows it). SIGTERM or Ctrl-C finishes and commits
     the batch in progress, then exits; a second one exits at once (the batch is re-read on restart).
     """
-    from pipeline.runtime import run_worker
+    from pipeline.app.runtime import run_worker
 
     _log_level_from_settings()
     asyncio.run(run_worker("classify", console, check=check))
@@ -134,7 +134,7 @@ def worker_adjudicate() -> None:
     Needs MODCASCADE_ANTHROPIC_API_KEY (or ANTHROPIC_API_KEY). Budget, fallback and guidelines come from the
     policy file; limits from MODCASCADE_ADJUDICATOR_*. SIGTERM finishes and commits the batch in progress.
     """
-    from pipeline.runtime import run_worker
+    from pipeline.app.runtime import run_worker
 
     _log_level_from_settings()
     asyncio.run(run_worker("adjudicate", console, check=False))
@@ -148,7 +148,7 @@ def worker_feedback() -> None:
     policy's dataset.scrub_pii before writing. Folder and batching from MODCASCADE_FEEDBACK_*. SIGTERM finishes
     and commits the batch in progress; a crash loses no label (the batch is re-read and not written twice).
     """
-    from pipeline.runtime import run_worker
+    from pipeline.app.runtime import run_worker
 
     _log_level_from_settings()
     asyncio.run(run_worker("feedback", console, check=False))
@@ -228,7 +228,7 @@ def run(
 ) -> None:
     """The main job on the embedded default: demo model, broker, model server, classify worker, a stream of
     posts and a live summary (posts/s, decisions, escalations, cache hits, latency, cost)."""
-    from pipeline.mainjob import MainJobOptions, run_main_job
+    from pipeline.app.mainjob import MainJobOptions, run_main_job
 
     summary = asyncio.run(run_main_job(console, MainJobOptions(posts=posts, rate_per_s=rate, keep=keep, out=out)))
     if summary.records < posts:
@@ -353,7 +353,7 @@ def serve_model(
     max_model_len: Annotated[int, typer.Option(help="the engine's window in tokens")] = 256,
 ) -> None:
     """Serve a model with vLLM's OpenAI-compatible server (pooling runner); Ctrl-C stops it."""
-    from pipeline.runtime import serve_model as serve
+    from pipeline.app.runtime import serve_model as serve
 
     asyncio.run(serve(console, model=model, port=port, max_model_len=max_model_len))
 
@@ -464,8 +464,8 @@ def batch(
     """Run the cascade over a file or a topic range: same stages and decisions as the stream, large batches to the
     engine, resumable (stop it any time; the same command resumes), with a closing report. Exit 3 when Message
     Batches are still pending (--no-wait)."""
+    from pipeline.app.runtime import stop_on_sigterm
     from pipeline.batch.command import BatchCommand, BatchInput, run_batch_command
-    from pipeline.runtime import stop_on_sigterm
     from pipeline.settings import load_settings
 
     settings = load_settings()
@@ -484,10 +484,11 @@ def batch(
         raise typer.Exit(3)
 
 
-def main() -> None:
+def main(args: list[str] | None = None) -> None:
+    """The ``modcascade`` console script; ``args`` default to the command line."""
     _configure_logging()
     try:
-        app()
+        app(args)
     except ModcascadeError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(2)

@@ -1,122 +1,20 @@
-"""The classify worker (``modcascade worker classify``): posts → small model → verdicts or adjudication.
+"""Entry point of the classify worker (posts → small model → verdicts and adjudication requests).
 
-Thin on purpose: it wires settings to the library and runs the loop.
-
-    ClassifyStage (pipeline.cascade)   intake, cache, classify with backoff, decide, route
-    StreamLoop (pipeline.kafka.stream) batches, publishes, awaits acks, then commits (at-least-once)
-    PolicyStore (pipeline.policy)      the policy file, hot-reloaded; each batch decides under one version
-
-Why aiokafka and not a faust agent on this path: see README, "Why the classify worker is not a faust
-agent" (measured: faust's per-event machinery caps the pipeline far below the 10k posts/s target and its
-acknowledgement model is where its known loss bugs live; this loop commits exactly what was published).
-
-Scale out by starting more workers with the same ``MODCASCADE_WORKER_GROUP_ID``: Kafka spreads the
-partitions of ``posts`` over them.
+``python -m workers.classify [OPTIONS]`` is ``modcascade worker classify [OPTIONS]``: the service itself is
+:mod:`pipeline.services.classify`, the process shell (signals, metrics endpoint, ``--check``) is
+:func:`pipeline.app.runtime.run_worker`. Nothing in ``pipeline/`` imports this package.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-from collections.abc import Callable
-from pathlib import Path
+import sys
 
-from pipeline.backends import Classifier, make_classifier
-from pipeline.backends.base import LabelMap
-from pipeline.cascade.cache import ScoreCache
-from pipeline.cascade.stage import ClassifyStage
-from pipeline.errors import BackendUnavailable
-from pipeline.kafka.stream import Batching, StreamReport, run_stream
-from pipeline.metrics import Metrics
-from pipeline.policy import Policy, PolicyStore, load_policy
-from pipeline.retry import Backoff
-from pipeline.settings import Settings
-
-log = logging.getLogger(__name__)
+from pipeline.cli import main as cli_main
 
 
-def build_classifier(settings: Settings, *, backend: str | None = None, model_dir: Path | None = None,
-                     policy: Policy | None = None) -> Classifier:
-    """The configured backend for the configured model (or the ones given), checked against the policy's
-    taxonomy (default: the policy file of the settings)."""
-    m = settings.model
-    backend = backend or m.backend
-    model_dir = model_dir or m.dir
-    policy = policy or load_policy(settings.policy_path)
-    if backend == "vllm-http":
-        return make_classifier(backend, model_dir, policy, url=m.server_url, max_length=m.max_length,
-                               batch_size=m.batch_size, timeout_s=m.timeout_s)
-    if backend == "vllm-local":
-        return make_classifier(backend, model_dir, policy, max_length=m.max_length)
-    return make_classifier(backend, model_dir, policy, max_length=m.max_length, batch_size=m.batch_size,
-                           threads=m.threads)
+def main() -> None:
+    cli_main(["worker", "classify", *sys.argv[1:]])
 
 
-async def run_classify_worker(
-    settings: Settings,
-    stop: asyncio.Event,
-    *,
-    classifier: Classifier | None = None,
-    metrics: Metrics | None = None,
-    on_ready: Callable[[], None] | None = None,
-) -> StreamReport:
-    """Run until ``stop`` is set (the batch in progress is committed first) or a fatal error is raised.
-
-    ``classifier`` defaults to :func:`build_classifier`; one passed in is not closed here. ``metrics``
-    defaults to the process registry (served on ``settings.metrics_port`` by the caller). ``on_ready`` is
-    called once the consumer group has assigned this worker its partitions.
-    """
-    metrics = metrics or Metrics.create()
-    owned = classifier is None
-    classifier = classifier or build_classifier(settings)
-    w = settings.worker
-    backoff = Backoff(w.backoff_base_s, w.backoff_max_s)
-    try:
-        if not await _wait_for_backend(classifier, backoff, stop):
-            return StreamReport(0, 0)
-        labels = classifier.labels
-
-        def fits_model(policy: Policy) -> None:  # a hot-reloaded taxonomy must still match the served model
-            LabelMap.for_policy(labels, policy)
-
-        store = PolicyStore(settings.policy_path, metrics, accept=fits_model)
-        # The shadow policy is hot-reloaded like the live one, but its file's validity is not the live policy's
-        # metric (no metrics here): an invalid candidate is logged and the last good candidate stays.
-        shadow = (PolicyStore(w.shadow_policy_path, accept=fits_model) if w.shadow_policy_path is not None
-                  else None)
-        stage = ClassifyStage(
-            classifier, lambda: store.current,
-            cache=ScoreCache(w.cache_entries, w.cache_ttl_s), metrics=metrics,
-            max_text_bytes=settings.max_text_bytes, backoff=backoff,
-            shadow=(lambda: shadow.current) if shadow is not None else None,
-        )
-        log.info("classify worker: %s (%s) on %s, policy %s %s, group %s", classifier.model_name,
-                 classifier.model_version, classifier.backend, store.current.name, store.current.version, w.group_id)
-        if shadow is not None:
-            log.info("shadow policy %s %s (%s): decisions to the shadow topic, never to verdicts",
-                     shadow.current.name, shadow.current.version, shadow.path)
-        return await run_stream(settings, stage, store, stop, source_role="posts", group_id=w.group_id,
-                                batching=Batching(w.batch_max_posts, w.batch_max_wait_ms / 1000), metrics=metrics,
-                                name="classify", on_assigned=on_ready, also_watch=[shadow] if shadow else [])
-    finally:
-        if owned:
-            await classifier.aclose()
-
-
-async def _wait_for_backend(classifier: Classifier, backoff: Backoff, stop: asyncio.Event) -> bool:
-    """The startup check, retried while the backend is unreachable (a model server that is still starting or
-    rolling over is not a reason to crash); any other failure (wrong model served) is raised. False if
-    ``stop`` was set first."""
-    failures = 0
-    while not stop.is_set():
-        try:
-            await classifier.check()
-            return True
-        except BackendUnavailable as exc:
-            delay = backoff.delay(failures)
-            failures += 1
-            log.warning("model backend not reachable yet (%s); checking again in %.1f s", exc, delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=delay)
-    return False
+if __name__ == "__main__":
+    main()

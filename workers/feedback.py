@@ -1,57 +1,20 @@
-"""The feedback worker (``modcascade worker feedback``): labels → the retraining dataset on disk.
+"""Entry point of the feedback worker (labels → the retraining dataset).
 
-Thin on purpose: it wires settings to the library and runs the loop.
-
-    FeedbackStage (pipeline.dataset)            decode, scrub PII per the policy, append (fsynced) to the store
-    StreamLoop (pipeline.kafka.stream)          batches, publishes dead letters, awaits acks, then commits
-    PolicyStore (pipeline.policy)               the policy file (dataset.scrub_pii), hot-reloaded
-
-A crash re-delivers the uncommitted batch; the store skips the labels it already holds, so none is lost and
-none is written twice. Workers scale out as a consumer group sharing one dataset folder (a shared volume).
+``python -m workers.feedback [OPTIONS]`` is ``modcascade worker feedback [OPTIONS]``: the service itself is
+:mod:`pipeline.services.feedback`, the process shell (signals, metrics endpoint, ``--check``) is
+:func:`pipeline.app.runtime.run_worker`. Nothing in ``pipeline/`` imports this package.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
+import sys
 
-from pipeline.dataset.feedback import FeedbackStage
-from pipeline.dataset.store import DatasetStore
-from pipeline.errors import SettingsError
-from pipeline.kafka.stream import Batching, StreamReport, run_stream
-from pipeline.metrics import Metrics
-from pipeline.policy import PolicyStore
-from pipeline.settings import Settings
-
-log = logging.getLogger(__name__)
+from pipeline.cli import main as cli_main
 
 
-def open_dataset(settings: Settings) -> DatasetStore:
-    """The dataset folder, created now so a path the worker cannot write fails at start, not on the first batch."""
-    folder = settings.feedback.dataset_dir
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SettingsError(f"cannot create the dataset folder {folder} ({exc.strerror}): set "
-                            "MODCASCADE_FEEDBACK_DATASET_DIR to a writable folder") from exc
-    return DatasetStore(folder)
+def main() -> None:
+    cli_main(["worker", "feedback", *sys.argv[1:]])
 
 
-async def run_feedback_worker(
-    settings: Settings,
-    stop: asyncio.Event,
-    *,
-    metrics: Metrics | None = None,
-    on_ready: asyncio.Event | None = None,
-) -> StreamReport:
-    """Run until ``stop`` is set or a fatal error is raised; ``on_ready`` is set once partitions are assigned."""
-    metrics = metrics or Metrics.create()
-    f = settings.feedback
-    dataset = await asyncio.to_thread(open_dataset, settings)
-    policies = PolicyStore(settings.policy_path, metrics)
-    stage = FeedbackStage(dataset, lambda: policies.current, metrics=metrics)
-    log.info("feedback worker: dataset %s (%d posts), policy %s %s, group %s", f.dataset_dir, len(dataset),
-             policies.current.name, policies.current.version, f.group_id)
-    return await run_stream(settings, stage, policies, stop, source_role="labels", group_id=f.group_id,
-                            batching=Batching(f.batch_max_labels, f.batch_max_wait_ms / 1000), metrics=metrics,
-                            name="feedback", on_assigned=on_ready.set if on_ready is not None else None)
+if __name__ == "__main__":
+    main()

@@ -9,5 +9,5 @@
     openai_chat.py    an OpenAI-compatible chat API (e.g. a larger model on vLLM) through the official SDK
     stage.py          AdjudicationStage: the per-request flow, retries, fallback, verdicts + labels
 
-The worker that runs it is :mod:`workers.adjudicate`.
+The worker that runs it is :mod:`pipeline.services.adjudicate`.
 """

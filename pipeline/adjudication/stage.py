@@ -36,11 +36,11 @@ from pipeline.adjudication.outcomes import fallback_verdict, frontier_cost, fron
 from pipeline.adjudication.prompt import build_request
 from pipeline.errors import DecodeError, FrontierRejected, FrontierTransient
 from pipeline.intake import RawRecord
-from pipeline.kafka.stream import BatchProcessor, Outgoing, Wait
 from pipeline.metrics import Metrics
 from pipeline.policy import Policy
 from pipeline.records import AdjudicationRequest, DeadLetter, Verdict, utcnow
 from pipeline.retry import Backoff
+from pipeline.stage import BatchProcessor, Outgoing, Wait
 
 log = logging.getLogger(__name__)
 

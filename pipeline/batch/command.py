@@ -79,8 +79,7 @@ async def run_batch_command(console: Console, settings: Settings, command: Batch
 
 
 async def _run(console: Console, settings: Settings, command: BatchCommand, memory: PeakRss) -> BatchReport:
-    from workers.adjudicate import build_adjudicator, configured_providers, limits_from
-    from workers.classify import build_classifier
+    from pipeline.components import adjudication_limits, build_adjudicator, build_classifier, configured_providers
 
     policy_path = command.policy or settings.policy_path
     policy = load_policy(policy_path)
@@ -105,7 +104,7 @@ async def _run(console: Console, settings: Settings, command: BatchCommand, memo
         # ClassifyStage and AdjudicationStage are the stream workers' own stages: same decisions, same fallbacks.
         classify = ClassifyStage(classifier, lambda: policy, cache=ScoreCache(b.cache_entries, w.cache_ttl_s),
                                  metrics=metrics, max_text_bytes=settings.max_text_bytes, backoff=backoff)
-        adjudicate = (AdjudicationStage(router, lambda: policy, limits=limits_from(settings), metrics=metrics)
+        adjudicate = (AdjudicationStage(router, lambda: policy, limits=adjudication_limits(settings), metrics=metrics)
                       if router is not None else None)
         outputs = Outputs.beside(command.out, dead_letters=command.dead_letters, state=command.state)
         options = BatchOptions(outputs=outputs, chunk_posts=b.chunk_posts, message_batch_max=b.message_batch_max,

@@ -47,11 +47,11 @@ from pipeline.batch.report import BatchReport, Tally
 from pipeline.cascade.stage import ClassifyStage
 from pipeline.errors import ConfigError, FrontierTransient
 from pipeline.intake import RawRecord
-from pipeline.kafka.stream import Outgoing
 from pipeline.metrics import Metrics
 from pipeline.policy import Policy
 from pipeline.records import AdjudicationRequest, DeadLetter, Label, Record, Verdict, utcnow
 from pipeline.retry import Backoff
+from pipeline.stage import Outgoing
 
 log = logging.getLogger(__name__)
 

@@ -51,13 +51,14 @@ from rich.console import Console
 from pipeline import codec
 from pipeline.backends.fake import FakeClassifier
 from pipeline.bench.classify import bench_posts
+from pipeline.components import build_classifier
 from pipeline.kafka import EmbeddedBroker, delete_topics, ensure_topics, make_consumer, make_producer, start_client
 from pipeline.kafka.stream import StreamReport
 from pipeline.metrics import Metrics
 from pipeline.policy import load_policy
+from pipeline.services import run_classify_worker
 from pipeline.serving import ModelServer
 from pipeline.settings import Settings, TopicNames, load_settings
-from workers.classify import build_classifier, run_classify_worker
 
 T = TypeVar("T")
 

@@ -5,5 +5,5 @@
     stage.py   ClassifyStage: intake → cache → classify (backing off while the backend is down) → decide → route
 
 The Kafka side (batching, publishing, committing) is :mod:`pipeline.kafka.stream`; the worker that wires the
-two together is :mod:`workers.classify`.
+two together is :mod:`pipeline.services.classify`.
 """

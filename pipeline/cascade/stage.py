@@ -37,11 +37,11 @@ from pipeline.cascade.route import (
 )
 from pipeline.errors import BackendUnavailable
 from pipeline.intake import RawRecord, read_post
-from pipeline.kafka.stream import BatchProcessor, Outgoing, Wait
 from pipeline.metrics import Metrics
 from pipeline.policy import Policy, decide
 from pipeline.records import AdjudicationRequest, DeadLetter, Post, ShadowDecision, Verdict, utcnow
 from pipeline.retry import Backoff
+from pipeline.stage import BatchProcessor, Outgoing, Wait
 
 log = logging.getLogger(__name__)
 

@@ -8,5 +8,5 @@
     export.py    train / val / test split by a stable hash of the post id, a pinned golden set, a manifest
     command.py   the `modcascade dataset` commands
 
-The worker that runs the stage is :mod:`workers.feedback`.
+The worker that runs the stage is :mod:`pipeline.services.feedback`.
 """

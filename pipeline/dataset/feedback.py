@@ -19,10 +19,10 @@ from pipeline.dataset.pii import scrub
 from pipeline.dataset.store import AppendResult, DatasetStore
 from pipeline.errors import DecodeError
 from pipeline.intake import RawRecord
-from pipeline.kafka.stream import BatchProcessor, Outgoing, Wait
 from pipeline.metrics import Metrics
 from pipeline.policy import Policy
 from pipeline.records import DeadLetter, Label
+from pipeline.stage import BatchProcessor, Outgoing, Wait
 
 INTAKE_STAGE = "feedback.intake"
 

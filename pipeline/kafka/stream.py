@@ -35,10 +35,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
@@ -47,26 +47,10 @@ from pipeline.errors import BrokerError
 from pipeline.intake import RawRecord
 from pipeline.kafka.clients import make_consumer, make_producer, start_client
 from pipeline.metrics import Metrics
-from pipeline.policy.store import PolicyStore
-from pipeline.records import Record
 from pipeline.settings import Settings
+from pipeline.stage import BatchProcessor, Outgoing
 
 log = logging.getLogger(__name__)
-
-Wait = Callable[[float], Awaitable[None]]
-"""``await wait(seconds)``: back off while consumption is paused."""
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """One record to publish: the topic role (a key of ``TopicNames.all()``), the key and encoded value,
-    and the record itself so the processor can account for it once it is acknowledged."""
-
-    role: str
-    key: bytes | None
-    value: bytes
-    record: Record
-
 
 class _Abandoned(Exception):
     """Stop was asked for while the processor was backing off: the batch is dropped uncommitted."""
@@ -75,18 +59,6 @@ class _Abandoned(Exception):
 class _Dropped(Exception):
     """A rebalance took the partitions while the processor was backing off: the batch is dropped uncommitted
     (nothing of it was published) and its records are re-read by their owners."""
-
-
-class BatchProcessor(ABC):
-    """What a worker plugs into :class:`StreamLoop`."""
-
-    @abstractmethod
-    async def process(self, records: Sequence[RawRecord], wait: Wait) -> Sequence[Outgoing]:
-        """The outputs of one batch; call ``await wait(seconds)`` to back off while a dependency is down."""
-
-    @abstractmethod
-    def published(self, outputs: Sequence[Outgoing]) -> None:
-        """Called once ``outputs`` are acknowledged and the batch is committed (metrics, bookkeeping)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,6 +326,10 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka i
         pass
 
 
+Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+"""A task run beside the loop (``await task(loop_done)``); it should return once ``loop_done`` is set."""
+
+
 @dataclass(frozen=True)
 class StreamReport:
     batches: int
@@ -363,7 +339,6 @@ class StreamReport:
 async def run_stream(
     settings: Settings,
     processor: BatchProcessor,
-    store: PolicyStore,
     stop: asyncio.Event,
     *,
     source_role: str,
@@ -372,14 +347,14 @@ async def run_stream(
     metrics: Metrics,
     name: str,
     on_assigned: Callable[[], None] | None = None,
-    also_watch: Sequence[PolicyStore] = (),
+    background: Sequence[Background] = (),
 ) -> StreamReport:
     """What every worker does around its processor: clients for ``topics[source_role]`` in ``group_id``, the
-    policy file (and ``also_watch``'s, e.g. a shadow policy) watched for hot reload, the :class:`StreamLoop`
-    until ``stop``; everything closed after.
+    :class:`StreamLoop` until ``stop``, and the caller's ``background`` tasks (e.g. watching a policy file for
+    hot reload) beside it; everything closed after.
 
-    The watcher and the loop share a task group: if the watcher dies, the worker stops loudly instead of
-    running on with a policy that no longer follows its file.
+    The background tasks and the loop share a task group: if one of them dies, the worker stops loudly
+    instead of running on without it. Each is given an event that is set when the loop ends.
     """
     topics = settings.topics.all()
     consumer = make_consumer(settings, group_id=group_id)  # subscribed by the loop, with its rebalance listener
@@ -390,15 +365,15 @@ async def run_stream(
         loop = StreamLoop(consumer, producer, processor, topics, metrics=metrics, on_assigned=on_assigned,
                           batching=batching, group_id=group_id)
         loop.subscribe(topics[source_role])
-        watch_stop = asyncio.Event()
+        loop_done = asyncio.Event()
         try:
             async with asyncio.TaskGroup() as group:
-                for i, watched in enumerate((store, *also_watch)):
-                    group.create_task(watched.watch(watch_stop), name=f"{name}-policy-watch-{i}")
+                for i, task in enumerate(background):
+                    group.create_task(task(loop_done), name=f"{name}-background-{i}")
                 try:
                     await loop.run(stop)
                 finally:
-                    watch_stop.set()
+                    loop_done.set()
         except ExceptionGroup as errors:
             raise errors.exceptions[0] from None
         return StreamReport(loop.batches, loop.records)

@@ -27,12 +27,11 @@ from pipeline.metrics import Metrics
 from pipeline.policy import load_policy
 from pipeline.records import AdjudicationRequest, Label, Post, Verdict
 from pipeline.retry import Backoff
+from pipeline.services import run_adjudicate_worker, run_classify_worker
 from pipeline.settings import Settings
 from tests.anthropic_server import MessagesServer, Reply, Usage, user_text
 from tests.cascade_helpers import REPO, cascade_settings, make_stream, publish
 from tests.kafka_helpers import ProducerFactory
-from workers.adjudicate import run_adjudicate_worker
-from workers.classify import run_classify_worker
 
 pytestmark = pytest.mark.integration
 

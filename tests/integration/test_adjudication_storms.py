@@ -21,11 +21,11 @@ from pydantic import SecretStr
 from pipeline import codec
 from pipeline.metrics import Metrics
 from pipeline.records import AdjudicationRequest, Post, Verdict
+from pipeline.services import run_adjudicate_worker
 from pipeline.settings import Settings
 from tests.anthropic_server import MessagesServer, Reply
 from tests.cascade_helpers import REPO, cascade_settings, publish, read_verdicts
 from tests.kafka_helpers import ProducerFactory
-from workers.adjudicate import run_adjudicate_worker
 
 pytestmark = pytest.mark.integration
 

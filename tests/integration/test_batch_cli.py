@@ -20,21 +20,21 @@ from prometheus_client import CollectorRegistry
 from rich.console import Console
 
 from pipeline import codec
+from pipeline.app.demo import demo_stream
 from pipeline.batch.io import open_topic_source, read_verdicts
 from pipeline.batch.runner import BatchOptions, BatchRun, Outputs
 from pipeline.cascade.cache import ScoreCache
 from pipeline.cascade.stage import ClassifyStage
-from pipeline.demo import demo_stream
 from pipeline.metrics import Metrics
 from pipeline.policy import Policy
 from pipeline.records import AdjudicationRequest, DeadLetter
 from pipeline.retry import Backoff
+from pipeline.services import run_classify_worker
 from pipeline.settings import Settings
 from tests.anthropic_server import MessagesServer, Reply, user_text
 from tests.cascade_helpers import REPO, Stream, collect, publish
 from tests.integration.conftest import MAX_LENGTH, Engines
 from tests.kafka_helpers import ProducerFactory
-from workers.classify import run_classify_worker
 
 pytestmark = [
     pytest.mark.integration,

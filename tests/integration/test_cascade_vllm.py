@@ -23,12 +23,12 @@ from prometheus_client import CollectorRegistry
 from pipeline.backends import make_classifier
 from pipeline.metrics import Metrics
 from pipeline.policy import Policy
+from pipeline.services import run_classify_worker
 from pipeline.settings import Settings
 from tests.cascade_helpers import REPO, assert_accounted, cascade_settings, collect, make_stream, publish
 from tests.integration.conftest import MAX_LENGTH, Engines
 from tests.kafka_helpers import ProducerFactory
 from tests.processes import start_worker
-from workers.classify import run_classify_worker
 
 pytestmark = [
     pytest.mark.integration,

@@ -17,10 +17,10 @@ from pipeline.kafka import make_consumer
 from pipeline.metrics import Metrics
 from pipeline.policy import load_policy
 from pipeline.records import ShadowDecision
+from pipeline.services import run_classify_worker
 from pipeline.settings import Settings
 from tests.cascade_helpers import REPO, assert_accounted, cascade_settings, collect, make_stream, publish
 from tests.kafka_helpers import ProducerFactory
-from workers.classify import run_classify_worker
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import codec
-from pipeline.demo import demo_stream
+from pipeline.app.demo import demo_stream
 from pipeline.errors import DecodeError
 from pipeline.records import AdjudicationRequest, DeadLetter, Post, Verdict
 from pipeline.settings import Settings

@@ -27,12 +27,12 @@ from pipeline.dataset.feedback import INTAKE_STAGE
 from pipeline.dataset.store import DatasetStore
 from pipeline.metrics import Metrics
 from pipeline.records import DeadLetter, Label, LabelSource
+from pipeline.services import run_feedback_worker
 from pipeline.settings import Settings
 from tests.cascade_helpers import MALFORMED, REPO, cascade_settings, publish
 from tests.kafka_helpers import ConsumerFactory, ProducerFactory, read_records
 from tests.processes import start_worker
 from tests.samples import SCORES, T0
-from workers.feedback import run_feedback_worker
 
 pytestmark = pytest.mark.integration
 

@@ -28,6 +28,7 @@ from pipeline.metrics import Metrics
 from pipeline.promotion.command import run_promote, run_rollback
 from pipeline.promotion.retrain import RetrainOptions, run_retrain
 from pipeline.records import Label
+from pipeline.services import run_feedback_worker
 from pipeline.settings import Settings
 from pipeline.training.card import write_card
 from pipeline.training.config import TrainConfig
@@ -35,7 +36,6 @@ from pipeline.training.data import Example, load_examples
 from tests.cascade_helpers import REPO, cascade_settings, publish
 from tests.kafka_helpers import ProducerFactory
 from tests.samples import T0
-from workers.feedback import run_feedback_worker
 
 pytestmark = pytest.mark.integration
 

@@ -24,17 +24,18 @@ from pipeline import codec
 from pipeline.adjudication.openai_chat import OpenAIChatAdjudicator
 from pipeline.adjudication.prompt import TOOL_NAME, build_request, system_prompt, verdict_tool
 from pipeline.adjudication.stage import AdjudicationLimits, AdjudicationStage
+from pipeline.components import build_adjudicator
 from pipeline.errors import FrontierRejected, FrontierTransient, SettingsError
 from pipeline.intake import RawRecord
 from pipeline.metrics import Metrics
 from pipeline.policy import PolicyStore, parse_policy
 from pipeline.records import AdjudicationRequest, Post, Verdict
 from pipeline.retry import Backoff
+from pipeline.services import run_adjudicate_worker
 from pipeline.settings import Settings
 from tests.cascade_helpers import REPO, cascade_settings, read_verdicts
 from tests.kafka_helpers import ProducerFactory
 from tests.openai_server import ChatReply, ChatServer, ChatUsage
-from workers.adjudicate import build_adjudicator, run_adjudicate_worker
 
 pytestmark = pytest.mark.integration
 
@@ -175,13 +176,13 @@ def test_a_policy_naming_a_provider_without_an_endpoint_is_refused(tmp_path: Pat
 
 
 async def test_a_hot_reload_to_an_unconfigured_provider_keeps_the_last_good_policy(tmp_path: Path) -> None:
-    from workers.adjudicate import _servable_by
+    from pipeline.services.adjudicate import servable_by
 
     policy_path = tmp_path / "policy.yaml"
     policy_path.write_text(DEFAULT_YAML)
     router = build_adjudicator(Settings(anthropic_api_key=SecretStr("k")))
     try:
-        store = PolicyStore(policy_path, accept=_servable_by(router))
+        store = PolicyStore(policy_path, accept=servable_by(router))
         policy_path.write_text(DEFAULT_YAML.replace("provider: anthropic", "provider: openai"))
         assert store.reload() is False
         assert store.current.adjudication.provider == "anthropic"

@@ -23,10 +23,10 @@ from prometheus_client import CollectorRegistry
 
 from pipeline.backends.fake import FakeClassifier
 from pipeline.metrics import Metrics
+from pipeline.services import run_classify_worker
 from pipeline.settings import Settings
 from tests.cascade_helpers import REPO, Stream, assert_accounted, cascade_settings, collect, make_stream, publish
 from tests.kafka_helpers import ProducerFactory
-from workers.classify import run_classify_worker
 
 pytestmark = pytest.mark.integration
 

@@ -17,11 +17,11 @@ from pipeline.backends.fake import FakeClassifier
 from pipeline.cascade.cache import ScoreCache
 from pipeline.cascade.stage import ClassifyStage
 from pipeline.intake import RawRecord
-from pipeline.kafka.stream import Outgoing
 from pipeline.metrics import Metrics
 from pipeline.policy import Policy, load_policy, parse_policy
 from pipeline.records import AdjudicationRequest, DeadLetter, ShadowDecision, Verdict, verdict_id
 from pipeline.retry import Backoff
+from pipeline.stage import Outgoing
 
 REPO = Path(__file__).resolve().parents[2]
 LABELS = ("safe", "spam", "harassment", "hate", "sexual", "violence", "self_harm")

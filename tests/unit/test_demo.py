@@ -1,4 +1,4 @@
-"""The live demo's post stream (``pipeline.demo.demo_stream``); no training here."""
+"""The live demo's post stream (``pipeline.app.demo.demo_stream``); no training here."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from collections import Counter
 import pytest
 
 from pipeline import codec
+from pipeline.app.demo import demo_stream
 from pipeline.cascade.cache import normalize_text
 from pipeline.data.seed import CORPUS_PATH, read_jsonl
-from pipeline.demo import demo_stream
 from pipeline.errors import DecodeError
 from pipeline.records import Post
 

@@ -854,10 +854,11 @@ def test_worker_path_imports_no_ml_stack(tmp_path: Path) -> None:
     model = make_model(tmp_path / "model", card_name="modcascade-minilm")
     script = """
 import sys
-import pipeline.cli, pipeline.runtime, workers.classify, workers.adjudicate, workers.feedback
+import pipeline.cli, pipeline.app.runtime, pipeline.services, pipeline.components
+import workers.classify, workers.adjudicate, workers.feedback
 from pipeline.settings import load_settings
 settings = load_settings()
-classifier = workers.classify.build_classifier(settings)
+classifier = pipeline.components.build_classifier(settings)
 assert classifier.backend == "vllm-http", classifier.backend
 heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'vllm', 'transformers', 'sklearn', 'peft',
                 'accelerate', 'matplotlib', 'scipy', 'pandas'})

@@ -28,13 +28,13 @@ from rich.live import Live
 from rich.table import Table
 
 from pipeline import codec
+from pipeline.app.runtime import key_of
+from pipeline.app.summary import RunSummary, percentile
 from pipeline.kafka.clients import make_consumer, make_producer, start_client
 from pipeline.metrics import Metrics, serve
 from pipeline.policy import load_policy
 from pipeline.records import AdjudicationRequest, DeadLetter, Record, Verdict
-from pipeline.runtime import key_of
 from pipeline.settings import Settings, load_settings
-from pipeline.summary import RunSummary, percentile
 
 RUN_DIR = Path("runs/latest")
 
@@ -52,11 +52,11 @@ class MainJobOptions:
 
 
 async def run_main_job(console: Console, options: MainJobOptions) -> RunSummary:
-    from pipeline.demo import demo_stream, ensure_demo_model
-    from pipeline.runtime import kafka_up, stop_on_sigterm
+    from pipeline.app.demo import demo_stream, ensure_demo_model
+    from pipeline.app.runtime import kafka_up, stop_on_sigterm
+    from pipeline.components import configured_providers
+    from pipeline.services import run_adjudicate_worker, run_classify_worker
     from pipeline.serving import ModelServer
-    from workers.adjudicate import configured_providers, run_adjudicate_worker
-    from workers.classify import run_classify_worker
 
     stop_on_sigterm()
     settings = load_settings()

@@ -90,8 +90,9 @@ async def serve_model(console: Console, *, model: Path | None, port: int | None,
 async def run_worker(name: str, console: Console, *, check: bool) -> None:
     """Run stream worker ``name`` in the foreground until SIGTERM/Ctrl-C (graceful: the batch in progress
     is finished and committed; a second signal cancels at once). ``check`` only checks its dependencies."""
+    from pipeline.components import build_classifier
     from pipeline.metrics import Metrics, serve
-    from workers.classify import build_classifier, run_classify_worker
+    from pipeline.services import run_adjudicate_worker, run_classify_worker, run_feedback_worker
 
     if name not in ("classify", "adjudicate", "feedback"):
         raise SettingsError(f"unknown worker {name!r}: available: classify, adjudicate, feedback")
@@ -121,12 +122,8 @@ async def run_worker(name: str, console: Console, *, check: bool) -> None:
                             "worker its own MODCASCADE_METRICS_PORT, or 0 to turn the endpoint off") from exc
     where = f", metrics on :{settings.metrics_port}/metrics" if settings.metrics_port else ""
     if name == "adjudicate":
-        from workers.adjudicate import run_adjudicate_worker
-
         report = await run_adjudicate_worker(settings, stop, metrics=metrics)
     elif name == "feedback":
-        from workers.feedback import run_feedback_worker
-
         console.print(f"feedback worker: {settings.topics.all()['labels']} at {settings.bootstrap} → "
                       f"{settings.feedback.dataset_dir}{where}")
         report = await run_feedback_worker(settings, stop, metrics=metrics)
@@ -146,9 +143,9 @@ async def run_worker(name: str, console: Console, *, check: bool) -> None:
 
 async def check_worker(settings: Settings, console: Console) -> None:
     """The worker's health check: broker and topics, model backend, policy; raises on the first failure."""
+    from pipeline.components import build_classifier
     from pipeline.kafka.clients import make_admin
     from pipeline.policy import load_policy
-    from workers.classify import build_classifier
 
     admin = make_admin(settings)
     await start_client(admin, settings, "admin client")
