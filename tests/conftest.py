@@ -17,8 +17,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from pipeline.kafka import EmbeddedBroker, broker_errors, delete_topics, ensure_topics, make_consumer, make_producer
 from pipeline.settings import Settings, load_settings
-from tests.kafka_helpers import ConsumerFactory, ProducerFactory, TopicFactory, unique
-from tests.processes import spawn  # noqa: F401  (a fixture: processes killed and reaped after the test)
+from tests.support.kafka import ConsumerFactory, ProducerFactory, TopicFactory, unique
+from tests.support.processes import spawn  # noqa: F401  (a fixture: processes killed and reaped after the test)
 
 
 @pytest.fixture(autouse=True)

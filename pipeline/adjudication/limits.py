@@ -8,6 +8,7 @@ None of them is thread-safe; they are meant for one asyncio event loop.
 - :class:`CircuitBreaker` stops calling a provider that keeps failing, then probes it with one trial call.
 - :class:`EscalationBudget` caps requests and dollars per sliding hour, so a flood of borderline posts
   cannot run up an unbounded bill.
+- :class:`AdjudicationLimits` is the configuration of all of them for the adjudication stage.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Literal
+
+from pipeline.retry import Backoff
 
 Clock = Callable[[], float]
 BreakerState = Literal["closed", "open", "half_open"]
@@ -226,3 +230,19 @@ class EscalationBudget:
 def _check_usd(name: str, usd: float) -> None:
     if not (usd >= 0 and math.isfinite(usd)):
         raise ValueError(f"{name} must be a finite number of dollars >= 0, got {usd!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class AdjudicationLimits:
+    """How the adjudication stage calls the frontier: concurrency, rate, retries, breaker, backoff."""
+
+    concurrency: int = 8
+    rate_per_s: float = 5.0
+    burst: int = 10
+    max_attempts: int = 4
+    """Calls per request, transient errors and unusable answers together."""
+    breaker_failures: int = 5
+    breaker_reset_s: float = 30.0
+    backoff: Backoff = field(default_factory=lambda: Backoff(base_s=1.0, max_s=30.0))
+    max_hold_s: float = 60.0
+    """Longest single pause while holding (budget spent or breaker open, ``fallback: hold``)."""

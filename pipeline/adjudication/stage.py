@@ -25,13 +25,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 
 from pipeline import codec
 from pipeline.adjudication.answer import AnswerProblem, Judgement, parse_answer
 from pipeline.adjudication.backends import NOT_CONFIGURED, Adjudicator, FrontierReply
-from pipeline.adjudication.limits import CircuitBreaker, EscalationBudget, TokenBucket
+from pipeline.adjudication.limits import AdjudicationLimits, CircuitBreaker, EscalationBudget, TokenBucket
 from pipeline.adjudication.outcomes import fallback_verdict, frontier_cost, frontier_outcome
 from pipeline.adjudication.prompt import build_request
 from pipeline.errors import DecodeError, FrontierRejected, FrontierTransient
@@ -39,7 +38,6 @@ from pipeline.intake import RawRecord
 from pipeline.metrics import Metrics
 from pipeline.policy import Policy
 from pipeline.records import AdjudicationRequest, DeadLetter, Verdict, utcnow
-from pipeline.retry import Backoff
 from pipeline.stage import BatchProcessor, Outgoing, Wait
 
 log = logging.getLogger(__name__)
@@ -47,20 +45,6 @@ log = logging.getLogger(__name__)
 INTAKE_STAGE = "adjudicate.intake"
 ANSWER_STAGE = "adjudicate.answer"
 _FATAL_REJECTIONS = frozenset({"auth", "not_found", NOT_CONFIGURED})  # no post can succeed: stop loudly
-
-
-@dataclass(frozen=True, slots=True)
-class AdjudicationLimits:
-    concurrency: int = 8
-    rate_per_s: float = 5.0
-    burst: int = 10
-    max_attempts: int = 4
-    """Calls per request, transient errors and unusable answers together."""
-    breaker_failures: int = 5
-    breaker_reset_s: float = 30.0
-    backoff: Backoff = field(default_factory=lambda: Backoff(base_s=1.0, max_s=30.0))
-    max_hold_s: float = 60.0
-    """Longest single pause while holding (budget spent or breaker open, ``fallback: hold``)."""
 
 
 class _Held(Exception):

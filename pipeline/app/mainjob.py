@@ -75,7 +75,8 @@ async def run_main_job(console: Console, options: MainJobOptions) -> RunSummary:
     starting = asyncio.create_task(asyncio.to_thread(server.start))
     try:
         async with kafka_up(settings, console):
-            await starting
+            with console.status("waiting for the model server to load the model"):
+                await starting
             console.print(f"model [bold]{server.model_name}[/] ({server.info.version}) served at {server.url}")
             settings = _with_server(settings, server.url)
             metrics_note = _serve_metrics(settings)

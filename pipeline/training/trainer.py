@@ -29,6 +29,8 @@ from transformers import (
     EarlyStoppingCallback,
     EvalPrediction,
     PreTrainedTokenizerBase,
+    PrinterCallback,
+    ProgressCallback,
     Trainer,
     TrainingArguments,
     set_seed,
@@ -39,6 +41,7 @@ from pipeline.training.config import ARCHITECTURE, TrainConfig, TrainResult, cla
 from pipeline.training.data import Example, check_labels, data_hash, split
 from pipeline.training.family import DEFAULT_LORA_TARGETS, HEAD_MODULES, Family, model_family
 from pipeline.training.metrics import evaluate, macro_f1
+from pipeline.training.progress import TrainingProgress, quiet_transformers
 
 __all__ = ["ARCHITECTURE", "TrainConfig", "TrainResult", "train"]
 
@@ -67,8 +70,12 @@ class _WeightedLoss:
         return torch.nn.functional.cross_entropy(logits, labels, weight=weight)
 
 
+@quiet_transformers()
 def train(config: TrainConfig, examples: Sequence[Example], out_dir: str | Path, progress: bool = True) -> TrainResult:
-    """Fine-tune ``config.base_model`` on ``examples`` and save the best epoch's model to ``out_dir``."""
+    """Fine-tune ``config.base_model`` on ``examples`` and save the best epoch's model to ``out_dir``.
+
+    ``progress`` shows one bar over the steps (:class:`TrainingProgress`); either way the Trainer's own bars,
+    printed log dictionaries and weight-initialisation notes stay off."""
     started = time.perf_counter()
     out = Path(out_dir)
     family = model_family(config.base_model)
@@ -102,7 +109,7 @@ def train(config: TrainConfig, examples: Sequence[Example], out_dir: str | Path,
             greater_is_better=True,
             logging_strategy="epoch",
             report_to="none",
-            disable_tqdm=not progress,
+            disable_tqdm=True,  # the Trainer's nested bars: TrainingProgress draws one instead
             dataloader_pin_memory=False,
             label_names=["labels"],  # a peft wrapper hides the forward signature the Trainer reads them from
             bf16=config.bf16,
@@ -120,6 +127,10 @@ def train(config: TrainConfig, examples: Sequence[Example], out_dir: str | Path,
             callbacks=[EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)],
             compute_loss_func=_WeightedLoss(None if weights is None else torch.tensor(weights, dtype=torch.float32)),
         )
+        trainer.remove_callback(PrinterCallback)  # prints each log entry as a raw dict
+        trainer.remove_callback(ProgressCallback)
+        if progress:
+            trainer.add_callback(TrainingProgress(f"training {Path(config.base_model).name}"))
         trainer.train()
         prediction = trainer.predict(trainer.eval_dataset)
         logits = np.asarray(prediction.predictions)

@@ -17,7 +17,7 @@ import pytest
 from pipeline.backends import Classifier, make_classifier
 from pipeline.policy import Policy, load_policy
 from pipeline.serving import ModelServer
-from tests.processes import assert_no_new_children, child_pids
+from tests.support.processes import assert_no_new_children, child_pids
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_LENGTH = 128

@@ -29,9 +29,9 @@ from pipeline.records import AdjudicationRequest, Label, Post, Verdict
 from pipeline.retry import Backoff
 from pipeline.services import run_adjudicate_worker, run_classify_worker
 from pipeline.settings import Settings
-from tests.anthropic_server import MessagesServer, Reply, Usage, user_text
-from tests.cascade_helpers import REPO, cascade_settings, make_stream, publish
-from tests.kafka_helpers import ProducerFactory
+from tests.support.frontier import MessagesServer, Reply, Usage, user_text
+from tests.support.cascade import REPO, cascade_settings, make_stream, publish
+from tests.support.kafka import ProducerFactory
 
 pytestmark = pytest.mark.integration
 

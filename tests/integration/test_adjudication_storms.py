@@ -23,9 +23,9 @@ from pipeline.metrics import Metrics
 from pipeline.records import AdjudicationRequest, Post, Verdict
 from pipeline.services import run_adjudicate_worker
 from pipeline.settings import Settings
-from tests.anthropic_server import MessagesServer, Reply
-from tests.cascade_helpers import REPO, cascade_settings, publish, read_verdicts
-from tests.kafka_helpers import ProducerFactory
+from tests.support.frontier import MessagesServer, Reply
+from tests.support.cascade import REPO, cascade_settings, publish, read_verdicts
+from tests.support.kafka import ProducerFactory
 
 pytestmark = pytest.mark.integration
 

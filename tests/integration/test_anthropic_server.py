@@ -25,7 +25,7 @@ from anthropic.types.messages import (
 )
 from anthropic.types.messages.batch_create_params import Request
 
-from tests.anthropic_server import MessagesServer, Reply, Usage, user_text
+from tests.support.frontier import MessagesServer, Reply, Usage, user_text
 
 pytestmark = pytest.mark.integration
 

@@ -31,10 +31,10 @@ from pipeline.records import AdjudicationRequest, DeadLetter
 from pipeline.retry import Backoff
 from pipeline.services import run_classify_worker
 from pipeline.settings import Settings
-from tests.anthropic_server import MessagesServer, Reply, user_text
-from tests.cascade_helpers import REPO, Stream, collect, publish
+from tests.support.frontier import MessagesServer, Reply, user_text
+from tests.support.cascade import REPO, Stream, collect, publish
 from tests.integration.conftest import MAX_LENGTH, Engines
-from tests.kafka_helpers import ProducerFactory
+from tests.support.kafka import ProducerFactory
 
 pytestmark = [
     pytest.mark.integration,
@@ -58,7 +58,7 @@ def demo_posts(n: int, *, malformed_every: int = 0) -> tuple[list[tuple[bytes, b
 async def test_the_same_posts_get_the_same_decisions_through_batch_and_through_the_stream(
         kafka_settings: Settings, _session_topics: list[str], engines: Engines, policy: Policy,
         producer_factory: ProducerFactory, tmp_path: Path) -> None:
-    from tests.cascade_helpers import cascade_settings
+    from tests.support.cascade import cascade_settings
 
     settings = await cascade_settings(kafka_settings, REPO / "policies" / "default.yaml", _session_topics,
                                       batch_max_posts=64, batch_max_wait_ms=20)

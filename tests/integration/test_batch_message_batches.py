@@ -35,7 +35,7 @@ from pipeline.metrics import Metrics
 from pipeline.policy import load_policy
 from pipeline.records import DeadLetter, Verdict
 from pipeline.retry import Backoff
-from tests.anthropic_server import MessagesServer, Reply, user_text
+from tests.support.frontier import MessagesServer, Reply, user_text
 
 pytestmark = pytest.mark.integration
 

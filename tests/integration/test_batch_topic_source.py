@@ -15,7 +15,7 @@ from pipeline.batch.io import Chunk, Cursor, PostSource, open_topic_source
 from pipeline.errors import ConfigError
 from pipeline.intake import RawRecord
 from pipeline.settings import Settings
-from tests.kafka_helpers import ProducerFactory, TopicFactory, unique
+from tests.support.kafka import ProducerFactory, TopicFactory, unique
 
 pytestmark = pytest.mark.integration
 

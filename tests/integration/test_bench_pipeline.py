@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.bench.pipeline import CEILING_BATCH, measure_ceiling, render_markdown
 from pipeline.settings import Settings
-from tests.cascade_helpers import REPO
+from tests.support.cascade import REPO
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pipeline.errors import EmbeddedBrokerError
 from pipeline.kafka import EmbeddedBroker
 from pipeline.settings import Settings
-from tests.kafka_helpers import read_records, unique
+from tests.support.kafka import read_records, unique
 
 pytestmark = pytest.mark.integration
 

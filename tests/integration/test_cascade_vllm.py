@@ -25,10 +25,10 @@ from pipeline.metrics import Metrics
 from pipeline.policy import Policy
 from pipeline.services import run_classify_worker
 from pipeline.settings import Settings
-from tests.cascade_helpers import REPO, assert_accounted, cascade_settings, collect, make_stream, publish
+from tests.support.cascade import REPO, assert_accounted, cascade_settings, collect, make_stream, publish
 from tests.integration.conftest import MAX_LENGTH, Engines
-from tests.kafka_helpers import ProducerFactory
-from tests.processes import start_worker
+from tests.support.kafka import ProducerFactory
+from tests.support.processes import start_worker
 
 pytestmark = [
     pytest.mark.integration,

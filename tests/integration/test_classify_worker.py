@@ -19,8 +19,8 @@ from pipeline.policy import load_policy
 from pipeline.records import ShadowDecision
 from pipeline.services import run_classify_worker
 from pipeline.settings import Settings
-from tests.cascade_helpers import REPO, assert_accounted, cascade_settings, collect, make_stream, publish
-from tests.kafka_helpers import ProducerFactory
+from tests.support.cascade import REPO, assert_accounted, cascade_settings, collect, make_stream, publish
+from tests.support.kafka import ProducerFactory
 
 pytestmark = pytest.mark.integration
 

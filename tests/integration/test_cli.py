@@ -15,8 +15,8 @@ from pipeline.app.demo import demo_stream
 from pipeline.errors import DecodeError
 from pipeline.records import AdjudicationRequest, DeadLetter, Post, Verdict
 from pipeline.settings import Settings
-from tests.anthropic_server import MessagesServer, Reply, Usage
-from tests.kafka_helpers import unique
+from tests.support.frontier import MessagesServer, Reply, Usage
+from tests.support.kafka import unique
 
 pytestmark = pytest.mark.integration
 

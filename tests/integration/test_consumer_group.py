@@ -9,7 +9,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from pipeline.settings import Settings
-from tests.kafka_helpers import ConsumerFactory, ProducerFactory, TopicFactory, fast_group, read_records, unique
+from tests.support.kafka import ConsumerFactory, ProducerFactory, TopicFactory, fast_group, read_records, unique
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 
 from pipeline.settings import Settings
-from tests.kafka_helpers import ConsumerFactory, ProducerFactory, TopicFactory, read_records
+from tests.support.kafka import ConsumerFactory, ProducerFactory, TopicFactory, read_records
 
 pytestmark = pytest.mark.integration
 
@@ -68,7 +68,7 @@ async def test_a_faust_worker_moves_records_end_to_end(
     log_path = tmp_path / "faust-worker.log"
     with open(log_path, "wb") as log:
         worker = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "faust", "-A", "tests.integration.faust_app", "worker",
+            sys.executable, "-m", "faust", "-A", "tests.support.faust_app", "worker",
             "--loglevel", "warn", "--without-web",
             cwd=tmp_path,  # faust writes its data directory into the working directory
             env=env, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,

@@ -29,10 +29,10 @@ from pipeline.metrics import Metrics
 from pipeline.records import DeadLetter, Label, LabelSource
 from pipeline.services import run_feedback_worker
 from pipeline.settings import Settings
-from tests.cascade_helpers import MALFORMED, REPO, cascade_settings, publish
-from tests.kafka_helpers import ConsumerFactory, ProducerFactory, read_records
-from tests.processes import start_worker
-from tests.samples import SCORES, T0
+from tests.support.cascade import MALFORMED, REPO, cascade_settings, publish
+from tests.support.kafka import ConsumerFactory, ProducerFactory, read_records
+from tests.support.processes import start_worker
+from tests.support.samples import SCORES, T0
 
 pytestmark = pytest.mark.integration
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.settings import Settings
-from tests.cascade_helpers import assert_accounted, collect, make_stream, publish
+from tests.support.cascade import assert_accounted, collect, make_stream, publish
 from tests.integration.conftest import Engines
-from tests.integration.worker_processes import (
+from tests.support.workers import (
     READY,
     committed_offsets,
     records_processed,
@@ -33,8 +33,8 @@ from tests.integration.worker_processes import (
     wait_for_line,
     worker_env,
 )
-from tests.kafka_helpers import ProducerFactory
-from tests.processes import start_worker
+from tests.support.kafka import ProducerFactory
+from tests.support.processes import start_worker
 
 pytestmark = [
     pytest.mark.integration,

@@ -11,7 +11,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from pipeline.kafka import delete_topics, ensure_topics, make_admin
 from pipeline.settings import Settings
-from tests.kafka_helpers import unique
+from tests.support.kafka import unique
 
 pytestmark = pytest.mark.integration
 

@@ -33,9 +33,9 @@ from pipeline.settings import Settings
 from pipeline.training.card import write_card
 from pipeline.training.config import TrainConfig
 from pipeline.training.data import Example, load_examples
-from tests.cascade_helpers import REPO, cascade_settings, publish
-from tests.kafka_helpers import ProducerFactory
-from tests.samples import T0
+from tests.support.cascade import REPO, cascade_settings, publish
+from tests.support.kafka import ProducerFactory
+from tests.support.samples import T0
 
 pytestmark = pytest.mark.integration
 

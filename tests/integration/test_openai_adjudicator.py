@@ -33,9 +33,9 @@ from pipeline.records import AdjudicationRequest, Post, Verdict
 from pipeline.retry import Backoff
 from pipeline.services import run_adjudicate_worker
 from pipeline.settings import Settings
-from tests.cascade_helpers import REPO, cascade_settings, read_verdicts
-from tests.kafka_helpers import ProducerFactory
-from tests.openai_server import ChatReply, ChatServer, ChatUsage
+from tests.support.cascade import REPO, cascade_settings, read_verdicts
+from tests.support.kafka import ProducerFactory
+from tests.support.frontier import ChatReply, ChatServer, ChatUsage
 
 pytestmark = pytest.mark.integration
 

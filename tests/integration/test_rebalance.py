@@ -25,8 +25,8 @@ from pipeline.backends.fake import FakeClassifier
 from pipeline.metrics import Metrics
 from pipeline.services import run_classify_worker
 from pipeline.settings import Settings
-from tests.cascade_helpers import REPO, Stream, assert_accounted, cascade_settings, collect, make_stream, publish
-from tests.kafka_helpers import ProducerFactory
+from tests.support.cascade import REPO, Stream, assert_accounted, cascade_settings, collect, make_stream, publish
+from tests.support.kafka import ProducerFactory
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,8 @@ from pipeline.records import (
     Verdict,
 )
 from pipeline.settings import Settings
-from tests.kafka_helpers import ConsumerFactory, ProducerFactory, TopicFactory, read_records
-from tests.samples import sample_records
+from tests.support.kafka import ConsumerFactory, ProducerFactory, TopicFactory, read_records
+from tests.support.samples import sample_records
 
 pytestmark = pytest.mark.integration
 

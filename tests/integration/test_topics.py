@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.kafka import delete_topics, ensure_topics, make_admin
 from pipeline.settings import Settings
-from tests.kafka_helpers import unique
+from tests.support.kafka import unique
 
 pytestmark = pytest.mark.integration
 

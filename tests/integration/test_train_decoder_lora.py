@@ -23,7 +23,7 @@ from pipeline.training.data import Example, load_examples
 from pipeline.training.family import DEFAULT_LORA_TARGETS, model_family
 from pipeline.training.tiny import build_tiny_decoder, train_tokenizer
 from pipeline.training.trainer import TrainConfig, TrainResult, train
-from tests.processes import assert_no_new_children, child_pids
+from tests.support.processes import assert_no_new_children, child_pids
 
 pytestmark = [
     pytest.mark.integration,

@@ -11,7 +11,7 @@ from pipeline.adjudication.answer import AnswerProblem, Judgement, parse_answer
 from pipeline.adjudication.prompt import TOOL_NAME, build_request, system_prompt, user_message, verdict_tool
 from pipeline.policy import load_policy, parse_policy
 from pipeline.records import AdjudicationRequest, Post
-from tests.samples import SCORES, T0
+from tests.support.samples import SCORES, T0
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY = load_policy(REPO / "policies" / "default.yaml")

@@ -19,7 +19,7 @@ from pipeline.metrics import Metrics
 from pipeline.policy import Policy, load_policy, parse_policy
 from pipeline.records import AdjudicationRequest, DeadLetter, Label, Post, Verdict, verdict_id
 from pipeline.retry import Backoff
-from tests.samples import SCORES, T0
+from tests.support.samples import SCORES, T0
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY = load_policy(REPO / "policies" / "default.yaml")

@@ -14,7 +14,7 @@ from pipeline.adjudication.prompt import TOOL_NAME
 from pipeline.batch.deferred import DeferredEntry, settle
 from pipeline.policy import load_policy
 from pipeline.records import AdjudicationRequest, DeadLetter, Label, Post, Verdict
-from tests.samples import SCORES, T0
+from tests.support.samples import SCORES, T0
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY = load_policy(REPO / "policies" / "default.yaml")

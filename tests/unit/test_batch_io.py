@@ -31,7 +31,7 @@ from pipeline.batch.io import (
 from pipeline.errors import ConfigError
 from pipeline.intake import RawRecord, read_post
 from pipeline.records import DeadLetter, Post, Verdict, verdict_id
-from tests.samples import T0, sample_records
+from tests.support.samples import T0, sample_records
 
 
 def chunks(source: PostSource, size: int, start: Cursor | None = None) -> list[Chunk]:

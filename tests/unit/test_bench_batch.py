@@ -23,7 +23,7 @@ from pipeline.bench.batch import (
 from pipeline.bench.pipeline import Run
 from pipeline.errors import ConfigError
 from pipeline.settings import Settings
-from tests.cascade_helpers import REPO
+from tests.support.cascade import REPO
 
 MIB = 2**20
 

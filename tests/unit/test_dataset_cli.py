@@ -13,7 +13,7 @@ import pytest
 from pipeline.dataset.store import DatasetStore
 from pipeline.records import Label
 from pipeline.training.data import load_examples
-from tests.samples import SCORES, T0
+from tests.support.samples import SCORES, T0
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -15,7 +15,7 @@ from pipeline.dataset.store import DatasetStore, to_table
 from pipeline.errors import ConfigError
 from pipeline.records import Label
 from pipeline.training.data import load_examples
-from tests.samples import T0
+from tests.support.samples import T0
 
 CLASSES = ("safe", "spam", "hate")
 

@@ -11,7 +11,7 @@ from rich.console import Console
 from pipeline.dataset.stats import compute_stats, render_stats, small_model_label
 from pipeline.dataset.store import DatasetStore, to_table, winners
 from pipeline.records import Label, LabelSource
-from tests.samples import T0
+from tests.support.samples import T0
 
 
 def scores(top: str, value: float = 0.8) -> dict[str, float]:

@@ -13,7 +13,7 @@ import pytest
 from pipeline.dataset.store import SCHEMA, DatasetStore, Precedence
 from pipeline.errors import ConfigError
 from pipeline.records import Label, LabelSource
-from tests.samples import SCORES, T0
+from tests.support.samples import SCORES, T0
 
 
 def label(post_id: str, value: str = "spam", source: LabelSource = "frontier", at: datetime = T0,

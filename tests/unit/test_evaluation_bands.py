@@ -31,7 +31,7 @@ from pipeline.evaluation.thresholds import (
     marginal_block_threshold,
     wilson_interval,
 )
-from tests.evaluation_helpers import default_policy, policy_labels, synthetic_scores
+from tests.support.evaluation import default_policy, policy_labels, synthetic_scores
 
 POLICY = default_policy()
 LABELS = policy_labels(POLICY)

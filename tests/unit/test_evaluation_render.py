@@ -9,7 +9,7 @@ from rich.console import Console
 
 from pipeline.evaluation import CalibrateOptions, Targets, calibrate_scores, evaluate_scores, plots, render
 from pipeline.evaluation.report import DataSummary, ModelSummary
-from tests.evaluation_helpers import default_policy, policy_labels, synthetic_scores
+from tests.support.evaluation import default_policy, policy_labels, synthetic_scores
 
 POLICY = default_policy()
 LABELS = policy_labels(POLICY)

@@ -18,7 +18,7 @@ from pipeline.evaluation.scoring import class_ids
 from pipeline.policy import decide
 from pipeline.training.data import Example
 from pipeline.training.metrics import ClassScores, evaluate, expected_calibration_error
-from tests.evaluation_helpers import default_policy, policy_labels, synthetic_scores
+from tests.support.evaluation import default_policy, policy_labels, synthetic_scores
 
 POLICY = default_policy()
 LABELS = policy_labels(POLICY)

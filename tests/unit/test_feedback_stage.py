@@ -14,7 +14,7 @@ from pipeline.intake import RawRecord
 from pipeline.metrics import Metrics
 from pipeline.policy import Policy, load_policy
 from pipeline.records import DeadLetter, Label
-from tests.samples import SCORES, T0
+from tests.support.samples import SCORES, T0
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY = load_policy(REPO / "policies" / "default.yaml")

@@ -9,7 +9,7 @@ import yaml
 
 from pipeline.policy import decide, load_policy
 from pipeline.settings import Settings
-from tests.samples import SCORES
+from tests.support.samples import SCORES
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY_FILES = sorted([*REPO.glob("policies/*.yaml"), *REPO.glob("policies/*.yml")])

@@ -11,7 +11,7 @@ from pipeline.errors import ConfigError
 from pipeline.evaluation.report import DataSummary, EvalReport, ModelSummary, evaluate_scores
 from pipeline.promotion.gate import Tolerances, gate
 from pipeline.promotion.registry import ModelRegistry
-from tests.evaluation_helpers import default_policy, policy_labels, synthetic_scores
+from tests.support.evaluation import default_policy, policy_labels, synthetic_scores
 
 LABELS = policy_labels(default_policy())
 DATA = DataSummary(path="golden.jsonl", rows=2000, sha256="same-golden")

@@ -19,7 +19,7 @@ from pipeline.records import (
     Verdict,
     verdict_id,
 )
-from tests.samples import sample_records
+from tests.support.samples import sample_records
 
 
 @pytest.mark.parametrize("record", sample_records(), ids=lambda r: type(r).__name__)

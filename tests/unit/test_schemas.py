@@ -7,7 +7,7 @@ import pytest
 
 from pipeline import codec, schema_export
 from pipeline.records import Record
-from tests.samples import sample_records
+from tests.support.samples import sample_records
 
 
 def test_committed_schemas_match_the_models() -> None:

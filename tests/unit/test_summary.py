@@ -10,7 +10,7 @@ import pytest
 from pipeline.app.summary import RunSummary, percentile
 from pipeline.policy import load_policy
 from pipeline.records import AdjudicationRequest, DeadLetter, Post, Verdict
-from tests.samples import SCORES, T0
+from tests.support.samples import SCORES, T0
 
 POLICY = load_policy(Path(__file__).resolve().parents[2] / "policies" / "default.yaml")
 

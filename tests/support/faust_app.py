@@ -1,5 +1,5 @@
 """A tiny faust-streaming app for test_environment: copies every record from the posts topic to the
-verdicts topic, byte for byte. Run as ``python -m faust -A tests.integration.faust_app worker``.
+verdicts topic, byte for byte. Run as ``python -m faust -A tests.support.faust_app worker``.
 
 Broker and topic names come from the settings module (``MODCASCADE_KAFKA_BOOTSTRAP``,
 ``MODCASCADE_TOPIC_POSTS``, ``MODCASCADE_TOPIC_VERDICTS``), set by the test that starts the worker.

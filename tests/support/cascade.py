@@ -17,9 +17,9 @@ from pipeline import codec
 from pipeline.kafka import ensure_topics, make_consumer
 from pipeline.records import AdjudicationRequest, DeadLetter, Verdict
 from pipeline.settings import Settings, TopicNames
-from tests.kafka_helpers import unique
+from tests.support.kafka import unique
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 TEXTS = [
     "Good morning everyone, the farmers market opens at nine today.",

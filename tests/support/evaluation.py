@@ -11,7 +11,7 @@ import numpy as np
 from pipeline.evaluation import Scored
 from pipeline.policy import Policy, load_policy
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_POLICY = REPO / "policies" / "default.yaml"
 
 

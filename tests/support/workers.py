@@ -16,7 +16,7 @@ from aiokafka import TopicPartition
 
 from pipeline.kafka import make_admin, make_consumer
 from pipeline.settings import Settings
-from tests.cascade_helpers import REPO, Stream, cascade_settings
+from tests.support.cascade import REPO, Stream, cascade_settings
 from tests.integration.conftest import MAX_LENGTH, Engines
 
 BATCH_MAX_POSTS = 64
