@@ -33,6 +33,9 @@ app.add_typer(worker_app, name="worker")
 dataset_app = typer.Typer(help="The retraining dataset the feedback worker writes: inspect it, export splits.",
                           no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
+review_app = typer.Typer(help="The human review console: `modcascade review` serves it; add-user makes reviewer "
+                         "entries.")
+app.add_typer(review_app, name="review")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -65,8 +68,26 @@ def schemas(
 
 
 @app.command()
-def settings() -> None:
-    """Print the effective settings (environment + defaults), secrets masked."""
+def settings(
+    reference: Annotated[bool, typer.Option("--reference", help="write the settings reference docs/settings.md "
+                                            "(generated from pipeline/settings.py) instead")] = False,
+    check: Annotated[bool, typer.Option("--check", help="with --reference: only check that docs/settings.md is "
+                                        "current")] = False,
+) -> None:
+    """Print the effective settings (environment + defaults), secrets masked; or write the settings reference."""
+    if reference:
+        from pipeline import settings_reference
+
+        if not check:
+            console.print(f"wrote {settings_reference.write()}")
+            return
+        if settings_reference.is_current():
+            return
+        err_console.print(f"stale: {settings_reference.REFERENCE_PATH} (run `{settings_reference.REGENERATE}`)")
+        raise typer.Exit(1)
+    if check:
+        raise typer.BadParameter("--check goes with --reference", param_hint="--check")
+
     from pipeline import codec
     from pipeline.settings import load_settings
 
@@ -154,6 +175,21 @@ def worker_feedback() -> None:
     asyncio.run(run_worker("feedback", console, check=False))
 
 
+@worker_app.command("monitor")
+def worker_monitor() -> None:
+    """Watch verdicts, adjudication requests and dead letters in tumbling windows (a faust-streaming app); publish
+    Alert records on the alerts topic and metrics when a window breaches the policy's monitor: thresholds.
+
+    Drift (PSI of the score histograms), escalation-rate and block-rate jumps against the trailing windows or a
+    baseline file, frontier/small-model disagreement, dead-letter rate. Window state survives a restart (changelog
+    topics). Needs the monitor extra (faust-streaming). Settings: MODCASCADE_MONITOR_*.
+    """
+    from pipeline.app.runtime import run_monitor
+
+    _log_level_from_settings()
+    run_monitor(console)
+
+
 DatasetDir = Annotated[Path | None, typer.Option("--dir", help="dataset folder; default "
                                                  "MODCASCADE_FEEDBACK_DATASET_DIR (data/dataset)")]
 
@@ -206,6 +242,60 @@ def dataset_compact(folder: DatasetDir = None) -> None:
     from pipeline.dataset.command import run_compact
 
     run_compact(console, folder=_dataset_dir(folder))
+
+
+@review_app.callback(invoke_without_command=True)
+def review(
+    ctx: typer.Context,
+    port: Annotated[int | None, typer.Option(help="port; default MODCASCADE_REVIEW_PORT (8080); 0 = any free one")]
+    = None,
+    host: Annotated[str | None, typer.Option(help="address; default MODCASCADE_REVIEW_HOST (127.0.0.1)")] = None,
+) -> None:
+    """Serve the review console: queues filled from the topics (a consumer group), claims, keyboard decisions
+    published as labels and superseding verdicts, reviewer statistics. Needs MODCASCADE_REVIEW_SECRET and
+    MODCASCADE_REVIEW_USERS; state in MODCASCADE_REVIEW_DATABASE_URL (SQLite by default). Ctrl-C stops it."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from pipeline.review.command import serve_console
+    from pipeline.settings import load_settings
+
+    _log_level_from_settings()
+
+    def say(line: str) -> None:
+        console.print(line, highlight=False, soft_wrap=True)
+        sys.stdout.flush()
+
+    asyncio.run(serve_console(load_settings(), say, host=host, port=port))
+
+
+@review_app.command("add-user")
+def review_add_user(
+    name: Annotated[str, typer.Argument(help="reviewer name (letters, digits, _ . @ -)")],
+) -> None:
+    """Ask for a password (twice; or read one line from stdin when it is not a terminal) and print the
+    `name:hash` entry to add to MODCASCADE_REVIEW_USERS (comma-separated). Nothing is stored."""
+    from pipeline.review.auth import hash_password, valid_name
+
+    if not valid_name(name):
+        raise typer.BadParameter("use 1-64 letters, digits, _ . @ -", param_hint="NAME")
+    if sys.stdin.isatty():
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if not password:
+        raise typer.BadParameter("the password is empty")
+    print(f"{name}:{hash_password(password)}")
+
+
+@review_app.command("migrate")
+def review_migrate() -> None:
+    """Bring the console's database (MODCASCADE_REVIEW_DATABASE_URL) to the newest schema; the console also does
+    this when it starts."""
+    from pipeline.review.command import migrate
+    from pipeline.settings import load_settings
+
+    before, after = migrate(load_settings())
+    console.print(f"review database at revision {after} (was {before or 'empty'})")
 
 
 def _log_level_from_settings() -> None:
@@ -369,19 +459,41 @@ def bench(
     suites: Annotated[str, typer.Option(help="comma-separated: classify (throughput per backend and batch size), "
                                         "pipeline (the worker end to end: ceiling, vs raw backend, latency), "
                                         "batch (modcascade batch on 10k and 100k posts: throughput vs the stream, "
-                                        "peak memory)")]
+                                        "peak memory), reliability (worker processes SIGKILLed: lost, duplicates, "
+                                        "dead letters; appended to RELIABILITY.md)")]
     = "classify,pipeline",
+    chaos_posts: Annotated[int, typer.Option(help="records, malformed included (reliability)")] = 50_000,
+    kills: Annotated[int, typer.Option(help="SIGKILLs of a random worker (reliability)")] = 20,
+    seed: Annotated[int, typer.Option(help="seeds the records, the kill schedule and the victims (reliability)")] = 0,
+    malformed: Annotated[int, typer.Option(help="malformed records, the large ones included (reliability)")] = 300,
+    large_mb: Annotated[str, typer.Option(help="one malformed record of each size in MB, comma-separated; '' for "
+                                          "none (reliability)")] = "0.5,1,2,5",
+    classify_workers: Annotated[int, typer.Option(help="classify worker processes (reliability)")] = 2,
+    chaos_backend: Annotated[str, typer.Option(help="model (vLLM server) or fake (zero-cost classifier) "
+                                               "(reliability)")] = "model",
+    post_rate: Annotated[float, typer.Option(help="records/s published while the workers run; 0 = all before "
+                                             "(reliability)")] = 0.0,
+    frontier_url: Annotated[str | None, typer.Option(help="Anthropic-compatible endpoint for the adjudicate worker "
+                                                     "(reliability); unset = no adjudication")] = None,
 ) -> None:
     """Measure classification throughput per backend and batch size against vLLM's offline LLM.classify, and the
     classify worker end to end (its ceiling, pipeline vs raw backend, latency at half capacity)."""
     from pipeline.bench.command import run_bench
+    from pipeline.bench.reliability import ChaosOptions
     from pipeline.settings import load_settings
 
+    if chaos_backend not in ("model", "fake"):
+        raise typer.BadParameter("model or fake", param_hint="--chaos-backend")
+    chaos = ChaosOptions(posts=chaos_posts, kills=kills, seed=seed, malformed=malformed,
+                         large_mb=tuple(float(mb) for mb in large_mb.split(",") if mb.strip()),
+                         classify_workers=classify_workers, backend="fake" if chaos_backend == "fake" else "model",
+                         rate_per_s=post_rate, frontier_url=frontier_url)
     settings = load_settings()
     asyncio.run(run_bench(console, model_dir=model or settings.model.dir, policy_path=settings.policy_path,
                           n_posts=posts, batch_sizes=[int(b) for b in batch_sizes.split(",")],
                           backends=[b.strip() for b in backends.split(",")], max_length=settings.model.max_length,
-                          write=write, suites=[s.strip() for s in suites.split(",") if s.strip()], settings=settings))
+                          write=write, suites=[s.strip() for s in suites.split(",") if s.strip()], settings=settings,
+                          chaos=chaos))
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""The records on our topics (DESIGN.md, "Topics and records").
+"""The records on our topics (docs/contracts.md, "Records").
 
 Every record is a frozen pydantic model with ``schema_version``. They are encoded and decoded only by
 :mod:`pipeline.codec`; JSON Schemas generated from these models are published in
@@ -24,9 +24,10 @@ SCHEMA_VERSION = 1
 Decision = Literal["allow", "block", "review"]
 """What happens to a post. ``review`` sends it to human review (a policy action)."""
 
-Route = Literal["slm", "cache", "frontier", "fallback"]
-"""Which path produced a verdict: the small model, the score cache, the frontier model, or the
-policy's fallback when the frontier was unavailable or over budget."""
+Route = Literal["slm", "cache", "frontier", "fallback", "human"]
+"""Which path produced a verdict: the small model, the score cache, the frontier model, the
+policy's fallback when the frontier was unavailable or over budget, or a human reviewer (the review
+console), whose verdict supersedes an earlier one (``Verdict.supersedes``)."""
 
 LabelSource = Literal["frontier", "human", "import"]
 UrgencyTier = Literal["urgent", "deferrable"]
@@ -100,7 +101,10 @@ class Post(Record):
         # Naive times are taken as UTC; aware ones are normalized so every record speaks UTC.
         if value is None:
             return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        try:
+            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        except OverflowError:  # e.g. 9999-12-31T23:59-01:00 is in year 10000 in UTC
+            raise PydanticCustomError("datetime_utc_range", "the time is out of range once given in UTC") from None
 
     @field_validator("text")
     @classmethod
@@ -136,7 +140,29 @@ class Verdict(Record):
     cost_usd: float = Field(ge=0.0, description="estimated cost of producing this verdict")
     rationale: str | None = Field(default=None, description="frontier route only")
     flags: tuple[str, ...] = Field(default=(), description="e.g. 'frontier_unavailable' on fallback")
+    supersedes: str | None = Field(
+        default=None,
+        description="route human only: the verdict_id of the earlier final verdict of this post that a reviewer "
+        "overruled. Downstream keeps, per post_id, the latest final verdict; a verdict with `supersedes` set "
+        "replaces the one whose verdict_id it names (and any verdict that one replaced), whatever order they "
+        "arrive in: never let the superseded verdict_id win again. On the compacted verdicts topic it also is "
+        "simply the later record under the same key.",
+    )
     decided_at: datetime = Field(default_factory=utcnow)
+
+    @model_validator(mode="after")
+    def _supersedes_only_by_humans(self) -> Verdict:
+        if (self.supersedes is not None) != (self.route == "human"):
+            raise ValueError("a Verdict with route 'human' names the verdict it supersedes ('supersedes'), and "
+                             "only such a verdict does")
+        return self
+
+
+def human_verdict_id(post_id: str, decision_id: str) -> str:
+    """Deterministic id of the verdict a reviewer's decision ``decision_id`` makes for a post: re-publishing the
+    same decision (the console's outbox after a crash) repeats the id, so consumers de-duplicate on it."""
+    digest = hashlib.sha256(f"{post_id}\x1fhuman\x1f{decision_id}".encode()).hexdigest()
+    return digest[:32]
 
 
 class AdjudicationRequest(Record):
@@ -195,6 +221,13 @@ class Label(Record):
     model_version: str | None = None
     policy_version: str | None = None
     labelled_at: datetime = Field(default_factory=utcnow)
+    verdict_id: str | None = Field(default=None, description="the verdict this label judges (an audited verdict, "
+                                   "or the verdict a reviewer decided on)")
+    audit: bool = Field(default=False, description="from the audit sample: a seeded random share of final verdicts "
+                        "judged again, so an unbiased sample for live precision")
+    agrees: bool | None = Field(default=None, description="audit labels: whether the judge agreed with the audited "
+                                "verdict (false puts the post in the review console's audit queue)")
+    rationale: str | None = Field(default=None, description="the judge's reason (frontier labels)")
 
     @model_validator(mode="after")
     def _has_a_label(self) -> Label:
@@ -203,20 +236,40 @@ class Label(Record):
         return self
 
 
+DEAD_LETTER_MAX_BYTES = 65_536
+"""Default cap on the original bytes a dead letter keeps (setting ``MODCASCADE_DEAD_LETTER_MAX_BYTES``)."""
+DEAD_LETTER_KEY_BYTES = 1024
+"""A dead letter keeps at most this many bytes of the original key (a key can be as large as a value)."""
+DEAD_LETTER_MESSAGE_CHARS = 4096
+"""A dead letter's error message is cut to this many characters (a validation error can list every field)."""
+
+
 class DeadLetter(Record):
-    """A record that could not be processed (topic ``dead-letter``), with its original bytes."""
+    """A record that could not be processed (topic ``dead-letter``), with its original bytes: all of them, or the
+    first ``MODCASCADE_DEAD_LETTER_MAX_BYTES`` of them with the size and SHA-256 of the whole (``original_truncated``),
+    so a dead letter is bounded whatever arrived."""
 
     topic_role = "dead-letter"
 
-    original: str = Field(description="the original value: UTF-8 text, or base64 when not UTF-8")
+    original: str = Field(description="the original value (its first bytes when original_truncated): UTF-8 text, "
+                          "or base64 when not UTF-8")
     original_encoding: Literal["utf-8", "base64"]
-    original_key: str | None = None
+    original_size: int | None = Field(default=None, ge=0, description="size of the whole original value in bytes "
+                                      "(unset in dead letters written before it existed)")
+    original_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$", description="SHA-256 (hex) of the "
+                                        "whole original value, to match a truncated dead letter with its source")
+    original_truncated: bool = Field(default=False, description="original holds only the first bytes of the value "
+                                     "(at most the cap; original_size says how many there were)")
+    original_key: str | None = Field(default=None, description="the original key (its first "
+                                     f"{DEAD_LETTER_KEY_BYTES} bytes when original_key_truncated)")
+    original_key_truncated: bool = False
     source_topic: str | None = None
     source_partition: int | None = None
     source_offset: int | None = None
-    stage: str = Field(description="where it failed, e.g. 'classify.decode'")
+    stage: str = Field(description="where it failed, e.g. 'classify.intake', or 'classify.publish' for an output "
+                       "the producer or broker refused")
     error_type: str
-    reason: str = Field(description="short tag, e.g. invalid_json, invalid_record, too_large")
+    reason: str = Field(description="short tag, e.g. invalid_json, invalid_record, too_large, output_too_large")
     message: str
     attempts: int = Field(default=1, ge=1)
     failed_at: datetime = Field(default_factory=utcnow)
@@ -234,32 +287,119 @@ class DeadLetter(Record):
         partition: int | None = None,
         offset: int | None = None,
         attempts: int = 1,
+        message: str | None = None,
+        max_original_bytes: int = DEAD_LETTER_MAX_BYTES,
     ) -> DeadLetter:
-        """Wrap raw bytes that failed at ``stage``; keeps them byte-exact (base64 when not UTF-8)."""
-        encoding: Literal["utf-8", "base64"]
-        try:
-            original, encoding = raw.decode("utf-8"), "utf-8"
-        except UnicodeDecodeError:
-            original, encoding = base64.b64encode(raw).decode("ascii"), "base64"
+        """Wrap raw bytes that failed at ``stage``: byte-exact up to ``max_original_bytes`` (base64 when not UTF-8),
+        beyond that their first bytes (cut at a character boundary when they are text), with size and SHA-256 of
+        the whole. ``message`` defaults to ``str(error)``; either is cut to ``DEAD_LETTER_MESSAGE_CHARS``."""
+        original, encoding = _prefix(raw, max(0, max_original_bytes))
         return cls(
             original=original,
             original_encoding=encoding,
-            original_key=key.decode("utf-8", "replace") if key is not None else None,
+            original_size=len(raw),
+            original_sha256=hashlib.sha256(raw).hexdigest(),
+            original_truncated=len(raw) > max_original_bytes,
+            original_key=key[:DEAD_LETTER_KEY_BYTES].decode("utf-8", "replace") if key is not None else None,
+            original_key_truncated=key is not None and len(key) > DEAD_LETTER_KEY_BYTES,
             source_topic=topic,
             source_partition=partition,
             source_offset=offset,
             stage=stage,
             error_type=type(error).__name__,
             reason=reason,
-            message=str(error),
+            message=_clip(str(error) if message is None else message, DEAD_LETTER_MESSAGE_CHARS),
             attempts=attempts,
         )
 
     def original_bytes(self) -> bytes:
-        """The exact bytes that failed."""
+        """The bytes that failed: all of them, or their first bytes when ``original_truncated``."""
         if self.original_encoding == "base64":
             return base64.b64decode(self.original)
         return self.original.encode("utf-8")
 
 
-RECORD_TYPES: tuple[type[Record], ...] = (Post, Verdict, AdjudicationRequest, Label, DeadLetter, ShadowDecision)
+def _prefix(raw: bytes, limit: int) -> tuple[str, Literal["utf-8", "base64"]]:
+    """The first ``limit`` bytes of ``raw`` as text when they are UTF-8 (a character cut in two at the limit is
+    left out whole), else base64."""
+    kept = raw[:limit]
+    try:
+        return kept.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError as exc:
+        if len(kept) < len(raw) and exc.end == len(kept) and exc.reason == "unexpected end of data":
+            return kept[:exc.start].decode("utf-8"), "utf-8"  # valid up to the first error, which is the cut
+        return base64.b64encode(kept).decode("ascii"), "base64"
+
+
+def _clip(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit} more characters)"
+
+
+# Worst-case encoded sizes, for the startup check of the size settings (pipeline.settings.check_message_sizes).
+JSON_ESCAPE_FACTOR = 6
+"""Bytes JSON may spend on one byte of text: a control character is written as ``\\u00XX``."""
+RECORD_OVERHEAD_BYTES = 16_384
+"""Room for everything in an output that does not grow with its input's text or value: ids (at most 512
+characters), scores (one per policy category), names, versions, times, a 600-character rationale, the Kafka key
+and record framing."""
+
+
+def label_bound(max_text_bytes: int) -> int:
+    """Largest encoded Label (or any output carrying a post's text and nothing else that grows)."""
+    return JSON_ESCAPE_FACTOR * max_text_bytes + RECORD_OVERHEAD_BYTES
+
+
+def adjudication_request_bound(max_post_bytes: int) -> int:
+    """Largest encoded AdjudicationRequest for a post whose record had at most ``max_post_bytes``: the post is
+    written again as compact JSON, which is no longer than the record it was read from, except where a producer
+    wrote numbers in ``meta`` shorter than JSON writes them back (``1e15``); such an output is refused by the
+    producer and dead-lettered at publish."""
+    return max_post_bytes + RECORD_OVERHEAD_BYTES
+
+
+def dead_letter_bound(max_original_bytes: int) -> int:
+    """Largest encoded dead letter (with its Kafka key) that keeps at most ``max_original_bytes`` of a value."""
+    return (JSON_ESCAPE_FACTOR * (max_original_bytes + DEAD_LETTER_KEY_BYTES + DEAD_LETTER_MESSAGE_CHARS + 64)
+            + DEAD_LETTER_KEY_BYTES + RECORD_OVERHEAD_BYTES)
+
+
+AlertKind = Literal["drift", "escalation_rate", "disagreement", "dead_letter_rate", "block_rate"]
+"""What a monitor alert is about: a category's score distribution moved (population stability index), the
+escalation rate jumped, the frontier disagrees with the small model too often, too many records are dead-lettered,
+or a category's block rate jumped (the action guard's trigger)."""
+
+
+def alert_id(policy: str, kind: str, category: str | None, window_start: datetime) -> str:
+    """Deterministic id of an alert: a monitor that evaluates the same window again (after a restart) raises the
+    same id, so consumers de-duplicate on it."""
+    parts = (policy, kind, category or "", window_start.astimezone(UTC).isoformat())
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+class Alert(Record):
+    """A breach the monitor found in one window (topic ``alerts``, key = ``policy/category/kind``: a compacted
+    reader keeps the latest alert of each series). The action guard reads ``block_rate`` alerts."""
+
+    topic_role = "alerts"
+
+    alert_id: str
+    kind: AlertKind
+    policy: str = Field(description="the policy whose verdicts breached (the monitor's own policy for dead letters)")
+    category: str | None = Field(description="the category concerned; none for whole-stream alerts")
+    window_start: datetime
+    window_end: datetime
+    value: float = Field(description="the measured value: PSI, a rate, or a block rate")
+    reference: float | None = Field(description="the reference value it was compared with, when there is one")
+    threshold: float = Field(description="the limit it crossed: a PSI or rate, or reference x factor")
+    count: int = Field(ge=0, description="records the value was measured on (posts, frontier verdicts or blocks)")
+    message: str
+    raised_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def key(self) -> str:
+        return f"{self.policy}/{self.category or '*'}/{self.kind}"
+
+
+RECORD_TYPES: tuple[type[Record], ...] = (Post, Verdict, AdjudicationRequest, Label, DeadLetter, ShadowDecision, Alert)

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipeline import records
 from pipeline.errors import SettingsError
 
 ENV_PREFIX = "MODCASCADE_"
@@ -46,10 +48,14 @@ class TopicNames(BaseSettings):
                              "the original bytes, stage and reason")
     shadow: str = Field(default="shadow", description="what a candidate policy would have decided "
                         "(ShadowDecision); never read as verdicts")
+    alerts: str = Field(default="alerts", description="breaches the drift monitor found (Alert), keyed by "
+                        "policy/category/kind")
+    control: str = Field(default="control", description="operator and guard state every classify worker reads "
+                         "(e.g. a tripped guard), keyed by policy/category; created compacted")
 
     def all(self) -> dict[str, str]:
         """Role → full topic name, in data-flow order."""
-        roles = ("posts", "verdicts", "adjudication", "labels", "dead_letter", "shadow")
+        roles = ("posts", "verdicts", "adjudication", "labels", "dead_letter", "shadow", "alerts", "control")
         return {role: self.prefix + getattr(self, role) for role in roles}
 
 
@@ -77,6 +83,15 @@ class KafkaSettings(BaseSettings):
     # aiokafka's default is 500 ms. The embedded broker answers an empty fetch only after part of this wait,
     # even when records arrive meanwhile, so it sets the floor of end-to-end latency there (BENCHMARKS.md).
     fetch_max_wait_ms: int = Field(default=100, ge=0, description="longest a fetch waits for new records")
+    # Message sizes (docs/message-sizes.md): checked against each other and the record caps at startup.
+    max_request_size: int = Field(default=1_048_576, ge=65_536, description="largest request, and so record, the "
+                                  "producer sends; an output over it is replaced by a dead letter")
+    topic_max_message_bytes: int = Field(default=1_048_588, ge=65_536, description="max.message.bytes of the "
+                                         "topics we create (Kafka's default); at least max_request_size")
+    max_partition_fetch_bytes: int = Field(default=1_048_576, ge=65_536, description="most bytes a consumer fetch "
+                                           "asks per partition; at least max_request_size")
+    fetch_max_bytes: int = Field(default=52_428_800, ge=65_536, description="most bytes a consumer fetch asks in "
+                                 "all; at least max_partition_fetch_bytes")
     partitions: int = Field(default=4, ge=1, description="partitions per topic when we create topics")
     replication_factor: int = Field(default=1, ge=1, description="replicas per partition when we create topics "
                                     "(3 on a production cluster)")
@@ -195,6 +210,21 @@ class FeedbackSettings(BaseSettings):
     batch_max_wait_ms: int = Field(default=1000, ge=0, description="... or this long after the first one")
 
 
+class MonitorSettings(BaseSettings):
+    """The drift monitor (``modcascade worker monitor``, a faust-streaming app). Its thresholds are in the policy
+    file (``monitor:``); these say where it keeps its state."""
+
+    model_config = _config("MODCASCADE_MONITOR_")
+
+    app_id: str = Field(default="modcascade-monitor", description="faust app id: the consumer group and the prefix "
+                        "of the window tables' changelog topics (the state a restarted monitor recovers)")
+    data_dir: Path = Field(default=Path("data/monitor"), description="faust's working folder (the tables live in "
+                           "memory and are rebuilt from their changelog topics at start)")
+    batch_max: int = Field(default=2000, ge=1, description="records the monitor tallies per table update ...")
+    batch_max_wait_ms: int = Field(default=200, ge=0, description="... or this long after the first one")
+    tick_s: float = Field(default=1.0, gt=0, description="how often closed windows are looked for and evaluated")
+
+
 class PromoteSettings(BaseSettings):
     """The promotion gate: how much worse a candidate may be than the current model (0 = not at all)."""
 
@@ -223,6 +253,33 @@ class BatchSettings(BaseSettings):
                                        "(errored or expired requests are resubmitted) before the policy's fallback")
 
 
+class ReviewSettings(BaseSettings):
+    """``modcascade review``: the human review console (docs/review-console.md)."""
+
+    model_config = _config("MODCASCADE_REVIEW_")
+
+    database_url: str = Field(default="sqlite:///data/review.db", description="SQLAlchemy URL of the console's "
+                              "database (queues, claims, decisions, outbox), e.g. postgresql+psycopg://u:p@db/review")
+    secret: SecretStr | None = Field(default=None, description="signs the session cookies; required (e.g. "
+                                     "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
+    users: SecretStr | None = Field(default=None, description="reviewers as name:hash,name:hash (hashes from "
+                                    "`modcascade review hash-password`); required: the console is never open")
+    host: str = Field(default="127.0.0.1", description="address the console listens on")
+    port: int = Field(default=8080, ge=0, le=65535, description="port the console listens on (0 = any free one)")
+    group_id: str = Field(default="modcascade-review", description="consumer group that fills the queues")
+    claim_ttl_s: float = Field(default=900.0, gt=0, description="a claim on an item expires after this long; "
+                               "another reviewer may then take it over")
+    qa_sample_rate: float = Field(default=0.02, ge=0.0, le=1.0, description="share of frontier verdicts sampled "
+                                  "(seeded, by verdict_id) into the QA queue")
+    qa_seed: int = Field(default=0, description="seed of the QA sample (the same seed picks the same verdicts)")
+    qa_reviewers: int = Field(default=2, ge=1, le=2, description="independent reviews per QA item (2 measures "
+                              "agreement between reviewers; only the first one publishes)")
+    post_retention_h: float = Field(default=24.0, gt=0, description="post texts and verdicts not in any queue are "
+                                    "kept this long (a verdict or audit label may arrive after its post)")
+    secure_cookie: bool = Field(default=False, description="send the session cookie over HTTPS only (set it when "
+                                "the console is served behind TLS)")
+
+
 class Settings(BaseSettings):
     """All settings, grouped. Build with :func:`load_settings` to get the unknown-variable check."""
 
@@ -235,14 +292,20 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     adjudicator: AdjudicatorSettings = Field(default_factory=AdjudicatorSettings)
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     promote: PromoteSettings = Field(default_factory=PromoteSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)
+    review: ReviewSettings = Field(default_factory=ReviewSettings)
 
     policy_path: Path = Field(default=Path("policies/default.yaml"), description="policy YAML the workers use")
     metrics_port: int = Field(default=9464, ge=0, le=65535, description="Prometheus endpoint; 0 = off")
     max_text_bytes: int = Field(default=32_768, gt=0, description="posts with longer text are dead-lettered")
-    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="log level of "
-                                                                    "workers and commands")
+    max_post_bytes: int = Field(default=262_144, gt=0, description="post records (JSON values) larger than this "
+                                "are dead-lettered before they are parsed; bounds the adjudication requests")
+    dead_letter_max_bytes: int = Field(default=65_536, ge=0, description="a dead letter keeps at most this many "
+                                       "bytes of the original value, with the size and SHA-256 of the whole")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="log level of the stream workers and `modcascade batch`")
     anthropic_api_key: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("MODCASCADE_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY"),
@@ -273,12 +336,67 @@ class Settings(BaseSettings):
         """Effective settings as plain data, secrets masked, for `modcascade settings` and logs."""
         return self.model_dump(mode="json")
 
+    def to_env(self, *, defaults: bool = False) -> dict[str, str]:
+        """These settings as ``MODCASCADE_*`` environment variables: an environment that holds them and no other
+        variable that configures modcascade loads back equal settings (:meth:`child_env` builds one).
 
-_GROUPS = frozenset({"kafka", "topics", "broker", "model", "worker", "adjudicator", "feedback", "promote", "batch"})
+        **The result contains the secrets in clear text** (API keys, the SASL password): hand it to a child
+        process, never print or log it (:meth:`redacted` is for showing). Values equal to their default are
+        left out unless ``defaults``; an unset (``None``) value is always left out, since no environment value
+        reads back as ``None``. Each setting is named by its ``MODCASCADE_`` name, never by an alias such as
+        ``KAFKA_BOOTSTRAP``.
+        """
+        env: dict[str, str] = {}
+        for group in (self, *(getattr(self, name) for name in type(self).model_fields if name in _GROUPS)):
+            cls = type(group)
+            for name, field in cls.model_fields.items():
+                if group is self and name in _GROUPS:
+                    continue
+                value = getattr(group, name)
+                default = field.get_default(call_default_factory=True)
+                if value is None:
+                    if default is not None:
+                        raise SettingsError(f"{env_name(cls, name)} is None but defaults to {default!r}: no "
+                                            "environment can express that")
+                    continue
+                if defaults or value != default:
+                    env[env_name(cls, name)] = _env_value(value)
+        return env
+
+    def child_env(self, base: Mapping[str, str]) -> dict[str, str]:
+        """``base`` (e.g. ``os.environ``) with every variable that configures modcascade (``MODCASCADE_*`` and
+        the unprefixed aliases such as ``KAFKA_BOOTSTRAP``) replaced by :meth:`to_env`: the environment of a
+        child process that must load exactly these settings. Contains the secrets, like :meth:`to_env`."""
+        aliases = _known_env_names()
+        env = {key: value for key, value in base.items()
+               if not key.upper().startswith(ENV_PREFIX) and key.upper() not in aliases}
+        env.update(self.to_env())
+        return env
+
+
+_GROUPS = frozenset({"kafka", "topics", "broker", "model", "worker", "adjudicator", "feedback", "monitor", "promote",
+                     "batch", "review"})
 _GROUP_CLASSES: tuple[type[BaseSettings], ...] = (
     Settings, KafkaSettings, TopicNames, BrokerSettings, ModelSettings, WorkerSettings, AdjudicatorSettings,
-    FeedbackSettings, PromoteSettings, BatchSettings,
+    FeedbackSettings, MonitorSettings, PromoteSettings, BatchSettings, ReviewSettings,
 )
+
+
+def env_name(group: type[BaseSettings], name: str) -> str:
+    """The environment variable of field ``name`` of a settings group (its first name where it has several)."""
+    field = group.model_fields[name]
+    if isinstance(field.validation_alias, AliasChoices):
+        return str(field.validation_alias.choices[0]).upper()
+    return (str(group.model_config.get("env_prefix", "")) + name).upper()
+
+
+def _env_value(value: object) -> str:
+    """A setting's value as the environment spells it (pydantic reads each of these back to the same value)."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _known_env_names() -> set[str]:
@@ -304,7 +422,56 @@ def check_environment(environ: dict[str, str] | None = None) -> None:
         if upper.startswith(ENV_PREFIX) and upper not in known:
             close = difflib.get_close_matches(upper, sorted(known), n=1)
             hint = f"; did you mean {close[0]}?" if close else ""
-            raise SettingsError(f"unknown setting {key}{hint} (see README, 'Settings')")
+            raise SettingsError(f"unknown setting {key}{hint} (see docs/settings.md)")
+
+
+def message_size_problems(settings: Settings) -> list[str]:
+    """Where the size settings disagree: each problem names the settings, the numbers and the fix. Empty when
+    every output a worker builds fits what the producer sends, every record the producer sends fits the topics
+    we create, and the consumers fetch whole records (docs/message-sizes.md)."""
+    k = settings.kafka
+    request = f"MODCASCADE_KAFKA_MAX_REQUEST_SIZE={k.max_request_size}"
+    problems: list[str] = []
+    if k.topic_max_message_bytes < k.max_request_size:
+        problems.append(f"MODCASCADE_KAFKA_TOPIC_MAX_MESSAGE_BYTES={k.topic_max_message_bytes} is below {request}: "
+                        "the topics we create would refuse records the producer sends; raise the topic limit or "
+                        "lower the request size")
+    if k.max_partition_fetch_bytes < k.max_request_size:
+        problems.append(f"MODCASCADE_KAFKA_MAX_PARTITION_FETCH_BYTES={k.max_partition_fetch_bytes} is below "
+                        f"{request}: a fetch could not hold one whole record we publish; raise it to at least "
+                        f"{k.max_request_size}")
+    if k.fetch_max_bytes < k.max_partition_fetch_bytes:
+        problems.append(f"MODCASCADE_KAFKA_FETCH_MAX_BYTES={k.fetch_max_bytes} is below "
+                        f"MODCASCADE_KAFKA_MAX_PARTITION_FETCH_BYTES={k.max_partition_fetch_bytes}; raise it to at "
+                        f"least {k.max_partition_fetch_bytes}")
+    if settings.max_text_bytes > settings.max_post_bytes:
+        problems.append(f"MODCASCADE_MAX_TEXT_BYTES={settings.max_text_bytes} is above MODCASCADE_MAX_POST_BYTES="
+                        f"{settings.max_post_bytes}: a text that long could never arrive in a post; lower the text "
+                        "limit or raise the post limit")
+    bounds = (
+        ("MODCASCADE_MAX_TEXT_BYTES", settings.max_text_bytes, records.label_bound,
+         "a label carrying such a text (JSON may write a text byte as 6)"),
+        ("MODCASCADE_MAX_POST_BYTES", settings.max_post_bytes, records.adjudication_request_bound,
+         "an adjudication request carrying such a post"),
+        ("MODCASCADE_DEAD_LETTER_MAX_BYTES", settings.dead_letter_max_bytes, records.dead_letter_bound,
+         "a dead letter keeping that many bytes (JSON may write a byte as 6)"),
+    )
+    for name, value, bound, what in bounds:
+        if (size := bound(value)) > k.max_request_size:
+            low, high = 0, value  # the largest value whose bound fits (bounds grow with their value)
+            while low < high:
+                middle = (low + high + 1) // 2
+                low, high = (middle, high) if bound(middle) <= k.max_request_size else (low, middle - 1)
+            fits = low
+            problems.append(f"{name}={value}: {what} can take {size} bytes, more than {request}; lower {name} "
+                            f"(e.g. to {fits}) or raise the request size (and the topics' max.message.bytes)")
+    return problems
+
+
+def check_message_sizes(settings: Settings) -> None:
+    """Raise :class:`SettingsError` listing every disagreement :func:`message_size_problems` finds."""
+    if problems := message_size_problems(settings):
+        raise SettingsError("message size settings disagree (docs/message-sizes.md):\n  " + "\n  ".join(problems))
 
 
 def load_settings() -> Settings:

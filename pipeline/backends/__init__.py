@@ -1,4 +1,4 @@
-"""Classifier backends (DESIGN.md, "classify"): the small model behind one async interface.
+"""Classifier backends (docs/classifier.md, "Serving and backends"): the small model behind one async interface.
 
 Every backend has the same shape, so a reader who knows one knows all:
 

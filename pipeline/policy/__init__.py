@@ -1,4 +1,4 @@
-"""Policies (DESIGN.md, "Policies"): the YAML ops edit, and the pure decision it drives.
+"""Policies (docs/contracts.md, "Policies"): the YAML ops edit, and the pure decision it drives.
 
     model   the schema: Policy and its sections, frozen, unknown keys rejected, ``version`` = content hash
     load    YAML text/file -> Policy, or PolicyError with one issue per problem (file:line: field: fix)
@@ -20,6 +20,7 @@ from pipeline.policy.model import (
     Fallback,
     FrontierPrices,
     ModelRef,
+    Monitor,
     PiiKind,
     Policy,
     Prices,
@@ -39,6 +40,7 @@ __all__ = [
     "Fallback",
     "FrontierPrices",
     "ModelRef",
+    "Monitor",
     "Outcome",
     "OutcomeKind",
     "PiiKind",

@@ -1,4 +1,4 @@
-"""The policy schema (DESIGN.md, "Policies"): what ops write in ``policies/*.yaml``.
+"""The policy schema (docs/contracts.md, "Policies"): what ops write in ``policies/*.yaml``.
 
 Every section is a frozen pydantic model that rejects unknown keys. The cross-field rules (a band's
 ``block_at`` is not below its ``allow_below``; bands and taxonomy name the same categories) live here
@@ -149,6 +149,52 @@ class DatasetRules(Section):
                                                                     "emails, phones, urls, handles")
 
 
+MonitorReference = Literal["trailing", "baseline"]
+"""What the monitor compares a window with: the windows before it, or a baseline file written for the model."""
+
+
+class Monitor(Section):
+    """Drift monitor thresholds (``modcascade worker monitor``). Every key has a default, so the section is optional.
+
+    Windows are tumbling, by each record's own time (a verdict's ``decided_at``). A breach becomes an Alert record
+    on the ``alerts`` topic; the ``block_rate`` alert is what trips the action guard.
+    """
+
+    window_s: int = Field(default=300, ge=1, description="length of a tumbling window in seconds")
+    lateness_s: float = Field(default=30.0, ge=0, allow_inf_nan=False, description="how long after its end a window "
+                              "still takes late records before it is evaluated")
+    reference: MonitorReference = Field(default="trailing", description="'trailing' (the windows before) or "
+                                        "'baseline' (the file named by baseline)")
+    trailing_windows: int = Field(default=12, ge=1, le=288, description="windows summed into the trailing reference")
+    baseline: str | None = Field(default=None, description="baseline JSON file (docs/monitor.md); a relative path "
+                                 "is read from the policy file's folder")
+    min_posts: int = Field(default=200, ge=1, description="posts a window and its reference need before any rate "
+                           "or drift alert")
+    score_bins: int = Field(default=10, ge=2, le=100, description="equal-width bins of the score histograms")
+    psi_max: float = Field(default=0.25, gt=0, allow_inf_nan=False, description="population stability index of a "
+                           "category's score histogram above which a drift alert is raised")
+    escalation_rate_factor: float = Field(default=2.0, gt=1, allow_inf_nan=False, description="alert when a "
+                                          "window's escalation rate exceeds the reference's by this factor")
+    disagreement_rate_max: float = Field(default=0.5, gt=0, le=1, description="alert when the frontier disagrees with "
+                                         "the small model's top label on more than this share of its verdicts")
+    min_adjudicated: int = Field(default=20, ge=1, description="frontier verdicts a window needs before a "
+                                 "disagreement alert")
+    dead_letter_rate_max: float = Field(default=0.01, gt=0, le=1, description="alert when more than this share of "
+                                        "a window's records are dead-lettered")
+    block_rate_factor: float = Field(default=3.0, gt=1, allow_inf_nan=False, description="alert (kind block_rate: "
+                                     "trips the guard) when a category's block rate exceeds the reference's by this "
+                                     "factor")
+    min_events: int = Field(default=20, ge=1, description="escalations (escalation_rate) or blocks of a category "
+                            "(block_rate) a window needs before a rate alert")
+
+    @model_validator(mode="after")
+    def _baseline_named(self) -> Monitor:
+        if self.reference == "baseline" and not self.baseline:
+            raise rule_error([(("baseline",), "reference is 'baseline' but no baseline file is named: set "
+                                              "monitor.baseline to the file's path, or use reference: trailing")])
+        return self
+
+
 class ModelRef(Section):
     """The small classification model."""
 
@@ -215,6 +261,7 @@ class Policy(Section):
     fallback: Fallback = Field(description="'small_model' or 'hold' when the frontier is unavailable/over budget")
     model: ModelRef = Field(description="the small classification model")
     dataset: DatasetRules = Field(default_factory=DatasetRules, description="retraining dataset rules")
+    monitor: Monitor = Field(default_factory=Monitor, description="drift monitor thresholds (optional)")
     prices: Prices = Field(description="prices for cost accounting")
 
     _version: str = PrivateAttr(default="")
