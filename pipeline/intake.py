@@ -1,7 +1,9 @@
 """Intake: one raw Kafka record in, a Post or a DeadLetter out. Failures are data, not exceptions.
 
 This is the first step of every worker that reads ``posts``: it never raises for bad input, so a
-malformed record cannot stop the stream; the caller publishes the DeadLetter and moves on.
+malformed record cannot stop the stream; the caller publishes the DeadLetter and moves on. A record of
+any size ends somewhere: one over ``max_post_bytes`` is dead-lettered before it is parsed, and a dead letter
+keeps at most ``dead_letter_max_bytes`` of it (with its size and SHA-256).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from dataclasses import dataclass
 
 from pipeline import codec
 from pipeline.errors import DecodeError
-from pipeline.records import DeadLetter, Post
+from pipeline.records import DEAD_LETTER_MAX_BYTES, DeadLetter, Post
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,15 +28,22 @@ class RawRecord:
     """The broker's record timestamp (producer create time): when the post entered the pipeline."""
 
 
-def read_post(raw: RawRecord, *, stage: str, max_text_bytes: int) -> Post | DeadLetter:
-    """Decode a post, or describe why it cannot be processed (with its original bytes)."""
+def read_post(raw: RawRecord, *, stage: str, max_text_bytes: int, max_post_bytes: int | None = None,
+              dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES) -> Post | DeadLetter:
+    """Decode a post, or describe why it cannot be processed (with its original bytes, bounded).
+
+    ``max_post_bytes`` bounds the whole record (text, ``meta`` and all), so the records that carry a post on
+    (adjudication requests) stay within what the producer accepts; ``max_text_bytes`` bounds the text."""
     value = raw.value if raw.value is not None else b""
     try:
         if raw.value is None:
             raise DecodeError("null_value", "record has no value (tombstone)")
+        if max_post_bytes is not None and len(value) > max_post_bytes:
+            raise DecodeError("too_large", f"the record is {len(value)} bytes, more than {max_post_bytes} (setting "
+                              "MODCASCADE_MAX_POST_BYTES)")
         return codec.decode(value, Post, context={"max_text_bytes": max_text_bytes})
     except DecodeError as exc:
         return DeadLetter.of(
             value, stage=stage, error=exc, reason=exc.reason, key=raw.key,
-            topic=raw.topic, partition=raw.partition, offset=raw.offset,
+            topic=raw.topic, partition=raw.partition, offset=raw.offset, max_original_bytes=dead_letter_max_bytes,
         )

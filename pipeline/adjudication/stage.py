@@ -38,7 +38,7 @@ from pipeline.intake import RawRecord
 from pipeline.metrics import Metrics
 from pipeline.policy import Policy
 from pipeline.records import AdjudicationRequest, DeadLetter, Verdict, utcnow
-from pipeline.stage import BatchProcessor, Outgoing, Wait
+from pipeline.stage import BatchProcessor, Outgoing, Wait, dead_letter
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class AdjudicationStage(BatchProcessor):
             except DecodeError as exc:
                 letter = DeadLetter.of(raw.value or b"", stage=INTAKE_STAGE, error=exc, reason=exc.reason, key=raw.key,
                                        topic=raw.topic, partition=raw.partition, offset=raw.offset)
-                outputs.append(Outgoing("dead_letter", raw.key, codec.encode(letter), letter))
+                outputs.append(dead_letter(letter, raw))
         results = await asyncio.gather(*(self._settle(request, raw, policy, budget, wait) for request, raw in requests))
         for result in results:
             outputs.extend(result)
@@ -157,7 +157,7 @@ class AdjudicationStage(BatchProcessor):
                 problem = judgement.kind
                 continue
             self.metrics.frontier_calls.labels("ok").inc()
-            return self._accepted(request, policy, reply, judgement, spent)
+            return self._accepted(request, raw, policy, reply, judgement, spent)
         if problem in ("refusal", "no_tool_call", "out_of_schema", "truncated"):
             return self._fallback_or_dead(request, raw, policy, f"frontier_{problem}", spent,
                                           ValueError(f"{self.limits.max_attempts} unusable answers ({problem})"))
@@ -165,34 +165,35 @@ class AdjudicationStage(BatchProcessor):
 
     # -- outcomes ------------------------------------------------------------------------------------
 
-    def _accepted(self, request: AdjudicationRequest, policy: Policy, reply: FrontierReply, judgement: Judgement,
-                  cost: float) -> list[Outgoing]:
+    def _accepted(self, request: AdjudicationRequest, raw: RawRecord, policy: Policy, reply: FrontierReply,
+                  judgement: Judgement, cost: float) -> list[Outgoing]:
         verdict, label = frontier_outcome(request, policy, reply, judgement, cost=cost, now=self.clock())
         key = request.post.id.encode()
-        return [Outgoing("verdicts", key, codec.encode(verdict), verdict),
-                Outgoing("labels", key, codec.encode(label), label)]
+        return [Outgoing("verdicts", key, codec.encode(verdict), verdict, raw),
+                Outgoing("labels", key, codec.encode(label), label, raw)]
 
     def _unsettled(self, request: AdjudicationRequest, raw: RawRecord, policy: Policy, reason: str, spent: float,
                    retry_in: float) -> list[Outgoing]:
         """Breaker open, budget spent or attempts used up: fall back, or hold (raise _Held)."""
         if policy.fallback == "hold":
             raise _Held(retry_in, reason)
-        return self._fallback(request, policy, reason, spent)
+        return self._fallback(request, raw, policy, reason, spent)
 
     def _fallback_or_dead(self, request: AdjudicationRequest, raw: RawRecord, policy: Policy, reason: str,
                           spent: float, error: BaseException) -> list[Outgoing]:
         """The frontier answered but unusably: fall back, or (hold) dead-letter, as waiting cannot help."""
         if policy.fallback == "small_model":
-            return self._fallback(request, policy, reason, spent)
+            return self._fallback(request, raw, policy, reason, spent)
         letter = DeadLetter.of(raw.value or b"", stage=ANSWER_STAGE, error=error, reason=reason, key=raw.key,
                                topic=raw.topic, partition=raw.partition, offset=raw.offset,
                                attempts=self.limits.max_attempts)
-        return [Outgoing("dead_letter", raw.key, codec.encode(letter), letter)]
+        return [dead_letter(letter, raw)]
 
-    def _fallback(self, request: AdjudicationRequest, policy: Policy, reason: str, spent: float) -> list[Outgoing]:
+    def _fallback(self, request: AdjudicationRequest, raw: RawRecord, policy: Policy, reason: str,
+                  spent: float) -> list[Outgoing]:
         self.metrics.fallbacks.labels(reason).inc()
         verdict = fallback_verdict(request, policy, reason=reason, spent=spent, now=self.clock())
-        return [Outgoing("verdicts", request.post.id.encode(), codec.encode(verdict), verdict)]
+        return [Outgoing("verdicts", request.post.id.encode(), codec.encode(verdict), verdict, raw)]
 
     # -- bookkeeping ---------------------------------------------------------------------------------
 

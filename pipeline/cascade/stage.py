@@ -39,9 +39,17 @@ from pipeline.errors import BackendUnavailable
 from pipeline.intake import RawRecord, read_post
 from pipeline.metrics import Metrics
 from pipeline.policy import Policy, decide
-from pipeline.records import AdjudicationRequest, DeadLetter, Post, ShadowDecision, Verdict, utcnow
+from pipeline.records import (
+    DEAD_LETTER_MAX_BYTES,
+    AdjudicationRequest,
+    DeadLetter,
+    Post,
+    ShadowDecision,
+    Verdict,
+    utcnow,
+)
 from pipeline.retry import Backoff
-from pipeline.stage import BatchProcessor, Outgoing, Wait
+from pipeline.stage import BatchProcessor, Outgoing, Wait, dead_letter
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +58,8 @@ INTAKE_STAGE = "classify.intake"
 
 class ClassifyStage(BatchProcessor):
     """``policy`` (and ``shadow``, the candidate policy, when given) is called once per batch (usually a
-    ``PolicyStore``'s ``current``)."""
+    ``PolicyStore``'s ``current``). ``max_text_bytes``, ``max_post_bytes`` and ``dead_letter_max_bytes`` bound
+    what intake lets through and what its dead letters keep (:func:`pipeline.intake.read_post`)."""
 
     def __init__(
         self,
@@ -63,6 +72,8 @@ class ClassifyStage(BatchProcessor):
         backoff: Backoff,
         shadow: Callable[[], Policy] | None = None,
         clock: Callable[[], datetime] = utcnow,
+        max_post_bytes: int | None = None,
+        dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES,
     ) -> None:
         self.classifier = classifier
         self.policy = policy
@@ -70,6 +81,8 @@ class ClassifyStage(BatchProcessor):
         self.cache = cache
         self.metrics = metrics
         self.max_text_bytes = max_text_bytes
+        self.max_post_bytes = max_post_bytes
+        self.dead_letter_max_bytes = dead_letter_max_bytes
         self.backoff = backoff
         self.clock = clock
         self.model = ModelRef(classifier.model_name, classifier.model_version)
@@ -81,11 +94,12 @@ class ClassifyStage(BatchProcessor):
         outputs: list[Outgoing] = []
         posts: list[tuple[Post, RawRecord]] = []
         for raw in records:
-            item = read_post(raw, stage=INTAKE_STAGE, max_text_bytes=self.max_text_bytes)
+            item = read_post(raw, stage=INTAKE_STAGE, max_text_bytes=self.max_text_bytes,
+                             max_post_bytes=self.max_post_bytes, dead_letter_max_bytes=self.dead_letter_max_bytes)
             if isinstance(item, Post):
                 posts.append((item, raw))
             else:
-                outputs.append(Outgoing("dead_letter", raw.key, codec.encode(item), item))
+                outputs.append(dead_letter(item, raw))
         if not posts:
             return outputs
 
@@ -98,15 +112,15 @@ class ClassifyStage(BatchProcessor):
             if outcome.final:
                 verdict = make_verdict(post, scores, outcome, route=route, policy=policy, model=self.model,
                                        origin=origin, now=now)
-                outputs.append(Outgoing("verdicts", key, codec.encode(verdict), verdict))
+                outputs.append(Outgoing("verdicts", key, codec.encode(verdict), verdict, raw))
             else:
                 request = make_adjudication(post, scores, outcome, policy=policy, model=self.model,
                                             ingested_at=ingest_time(raw.timestamp_ms, read_at), now=now)
-                outputs.append(Outgoing("adjudication", key, codec.encode(request), request))
+                outputs.append(Outgoing("adjudication", key, codec.encode(request), request, raw))
             if shadow is not None:
                 record = make_shadow(post, scores, outcome, decide(scores, shadow), live_policy=policy,
                                      shadow_policy=shadow, model=self.model, now=now)
-                outputs.append(Outgoing("shadow", key, codec.encode(record), record))
+                outputs.append(Outgoing("shadow", key, codec.encode(record), record, raw))
         return outputs
 
     def published(self, outputs: Sequence[Outgoing]) -> None:

@@ -22,7 +22,7 @@ from pipeline.intake import RawRecord
 from pipeline.metrics import Metrics
 from pipeline.policy import Policy
 from pipeline.records import DeadLetter, Label
-from pipeline.stage import BatchProcessor, Outgoing, Wait
+from pipeline.stage import BatchProcessor, Outgoing, Wait, dead_letter
 
 INTAKE_STAGE = "feedback.intake"
 
@@ -40,7 +40,7 @@ class FeedbackStage(BatchProcessor):
         for raw in records:
             read = read_label(raw)
             if isinstance(read, DeadLetter):
-                outputs.append(Outgoing("dead_letter", raw.key, codec.encode(read), read))
+                outputs.append(dead_letter(read, raw))
             else:
                 labels.append(read.model_copy(update={"text": scrub(read.text, kinds)}) if kinds else read)
         if labels:

@@ -76,13 +76,15 @@ def _common(settings: Settings) -> dict[str, Any]:
 
 
 def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
-    """A producer with acks, idempotence, linger and security from settings; ``overrides`` win."""
+    """A producer with acks, idempotence, linger, ``max_request_size`` and security from settings; ``overrides``
+    win. A record over ``max_request_size`` is refused by ``send`` itself (MessageSizeTooLargeError)."""
     acks: str | int = "all" if settings.kafka.acks == "all" else int(settings.kafka.acks)
     options: dict[str, Any] = {
         **_common(settings),
         "acks": acks,
         "enable_idempotence": settings.idempotence,
         "linger_ms": settings.kafka.linger_ms,
+        "max_request_size": settings.kafka.max_request_size,
         **overrides,
     }
     if options["enable_idempotence"] and options["acks"] != "all":
@@ -96,13 +98,16 @@ def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
 def make_consumer(settings: Settings, *topics: str, group_id: str | None, **overrides: Any) -> AIOKafkaConsumer:
     """A consumer of ``topics`` (none: assign or subscribe later) that reads from the earliest offset
     and never commits on its own: callers commit after their outputs are acknowledged (at-least-once).
-    ``group_id=None`` reads without a consumer group (no joins, no commits)."""
+    ``group_id=None`` reads without a consumer group (no joins, no commits). Fetch sizes come from settings
+    (``max_partition_fetch_bytes``, ``fetch_max_bytes``; docs/message-sizes.md)."""
     options: dict[str, Any] = {
         **_common(settings),
         "group_id": group_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "fetch_max_wait_ms": settings.kafka.fetch_max_wait_ms,
+        "max_partition_fetch_bytes": settings.kafka.max_partition_fetch_bytes,
+        "fetch_max_bytes": settings.kafka.fetch_max_bytes,
         **({"session_timeout_ms": settings.kafka.session_timeout_ms,
             "heartbeat_interval_ms": settings.kafka.heartbeat_interval_ms} if group_id is not None else {}),
         **overrides,

@@ -8,8 +8,18 @@
 
 Why the offsets move only after the acknowledgements: a worker killed at any point (SIGKILL included)
 either committed a batch whose outputs are all in Kafka, or did not commit it and the group re-reads
-it. Outputs may then be published twice; consumers de-duplicate by ``verdict_id``. A failed send is
-fatal on purpose: the batch stays uncommitted and the worker exits loudly (its supervisor restarts it).
+it. Outputs may then be published twice; consumers de-duplicate by ``verdict_id``. A send that fails for a
+reason a retry may fix (the broker is down, a timeout) is fatal on purpose: the batch stays uncommitted and the
+worker exits loudly (its supervisor restarts it), nothing is dropped.
+
+Poison pills: an output the producer or the broker refuses for a reason no retry can fix (too large, an invalid
+record: :data:`REFUSED`) would stop the worker at the same record after every restart. Instead it is replaced by
+a bounded dead letter of the record it answers (``Outgoing.source``) that names the output's role, key, size and
+the error; the dead letter is published in its place and the batch is committed as usual (every output, or its
+replacement, acknowledged first). A broker refuses a whole batch of records at once, so each refused record is
+sent again on its own first: only a record refused alone is replaced. Only when even the dead letter (tried once
+more without the original bytes) is refused does the worker stop, naming the source record and the fix.
+``processor.published`` gets the outputs as published: a replaced output is counted as its dead letter.
 
 Backpressure: while a processor cannot make progress (its backend is down) it calls ``wait(seconds)``
 instead of sleeping. That pauses every assigned partition and keeps polling, so the consumer stays in
@@ -41,16 +51,36 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import (
+    CommitFailedError,
+    CorruptRecordException,
+    IllegalStateError,
+    InvalidTimestampError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
 
 from pipeline.errors import BrokerError
 from pipeline.intake import RawRecord
 from pipeline.kafka.clients import make_consumer, make_producer, start_client
 from pipeline.metrics import Metrics
-from pipeline.settings import Settings
-from pipeline.stage import BatchProcessor, Outgoing
+from pipeline.records import DEAD_LETTER_MAX_BYTES, DeadLetter
+from pipeline.settings import Settings, check_message_sizes
+from pipeline.stage import BatchProcessor, Outgoing, dead_letter
 
 log = logging.getLogger(__name__)
+
+_TOO_LARGE: tuple[type[KafkaError], ...] = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError)
+REFUSED: tuple[type[KafkaError], ...] = (*_TOO_LARGE, CorruptRecordException, InvalidTimestampError)
+"""Errors that refuse one record for good: the producer's size check (MessageSizeTooLargeError, raised by ``send``)
+and the broker's MESSAGE_TOO_LARGE, RECORD_LIST_TOO_LARGE, CORRUPT_MESSAGE (an invalid record, e.g. a record
+without a key on a compacted topic) and INVALID_TIMESTAMP. Not ``not error.retriable``: aiokafka marks
+KafkaTimeoutError and BrokerNotAvailableError non-retriable too, and those are transient; topic-wide refusals
+(unknown or invalid topic, authorization) would refuse every output of a role, so they stop the worker instead
+of turning the whole stream into dead letters."""
+
 
 class _Abandoned(Exception):
     """Stop was asked for while the processor was backing off: the batch is dropped uncommitted."""
@@ -76,7 +106,9 @@ class StreamLoop:
     with ``producer`` (started, acks=all) to ``topics[role]``. Subscribe through :meth:`subscribe` so that
     rebalances finish the batch in progress first (a consumer subscribed elsewhere works, without that).
     ``on_assigned`` is called once, when the group first hands this consumer partitions (the worker is then
-    really ready). ``group_id`` labels the consumer-lag metric."""
+    really ready). ``group_id`` labels the consumer-lag metric. ``name`` is the worker's (a dead letter that
+    replaces a refused output is from stage ``<name>.publish``); such a dead letter keeps at most
+    ``dead_letter_max_bytes`` of its source record."""
 
     def __init__(
         self,
@@ -89,8 +121,12 @@ class StreamLoop:
         metrics: Metrics | None = None,
         on_assigned: Callable[[], None] | None = None,
         group_id: str | None = None,
+        name: str = "stream",
+        dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES,
     ) -> None:
         self.consumer = consumer
+        self.name = name
+        self.dead_letter_max_bytes = dead_letter_max_bytes
         self._on_assigned = on_assigned
         self.producer = producer
         self.processor = processor
@@ -147,7 +183,7 @@ class StreamLoop:
                     self.metrics.records_consumed.labels(topic=topic).inc(sum(1 for m in batch if m.topic == topic))
             outputs = await self.processor.process(raws, self._paused_wait)
             self._resume()
-            await self._publish(outputs)
+            outputs = await self._publish(outputs)
             await self._commit(batch)
         finally:
             self._settled.set()
@@ -222,13 +258,86 @@ class StreamLoop:
         if paused:
             self.consumer.resume(*paused)
 
-    async def _publish(self, outputs: Sequence[Outgoing]) -> None:
+    async def _publish(self, outputs: Sequence[Outgoing]) -> list[Outgoing]:
+        """Send every output and await every acknowledgement; return the outputs as published (a refused one
+        replaced by its dead letter). Raises :class:`BrokerError` when the batch must stay uncommitted."""
+        refused: dict[int, KafkaError] = {}  # index in outputs → why it was refused
         try:
-            pending = [await self.producer.send(self.topics[o.role], o.value, key=o.key) for o in outputs]
-            await asyncio.gather(*pending)
+            pending: list[tuple[int, asyncio.Future[Any]]] = []
+            for i, out in enumerate(outputs):
+                try:
+                    pending.append((i, await self.producer.send(self.topics[out.role], out.value, key=out.key)))
+                except REFUSED as exc:  # the producer's own check (max_request_size), before anything is sent
+                    refused[i] = exc
+            results = await asyncio.gather(*(future for _, future in pending), return_exceptions=True)
+            batch_refused = []
+            for (i, _), result in zip(pending, results, strict=True):
+                if isinstance(result, REFUSED):
+                    batch_refused.append(i)
+                elif isinstance(result, BaseException):
+                    raise result
+            for i in batch_refused:  # the broker refuses whole batches: find the records it refuses on their own
+                if (error := await self._send_alone(outputs[i])) is not None:
+                    refused[i] = error
         except KafkaError as exc:
             raise BrokerError(f"publishing {len(outputs)} outputs failed ({type(exc).__name__}: {exc}); the batch "
                               "was not committed and will be re-read: check the broker") from exc
+        if not refused:
+            return list(outputs)
+        published = list(outputs)
+        for i, error in refused.items():
+            published[i] = await self._replace(outputs[i], error)
+        return published
+
+    async def _send_alone(self, out: Outgoing) -> KafkaError | None:
+        """Send one output in a request of its own; the error if it is refused, None once it is acknowledged."""
+        try:
+            await (await self.producer.send(self.topics[out.role], out.value, key=out.key))
+        except REFUSED as exc:
+            return exc
+        return None
+
+    async def _replace(self, out: Outgoing, error: KafkaError) -> Outgoing:
+        """Publish a dead letter in place of ``out``, which was refused for ``error``; stop loudly if even a dead
+        letter without the original bytes is refused."""
+        source = out.source
+        size = len(out.value) + len(out.key or b"")
+        key = (out.key or b"")[:80].decode("utf-8", "replace")
+        too_large = isinstance(error, _TOO_LARGE)
+        fix = ("raise MODCASCADE_KAFKA_MAX_REQUEST_SIZE and the topic's max.message.bytes together, or lower the "
+               "limit that let this output grow (docs/message-sizes.md)" if too_large else
+               "see the error; the output was built from the source record named here")
+        message = (f"the {out.role} output (key {key!r}, {size} bytes) was refused ({type(error).__name__}: "
+                   f"{error}); fix: {fix}")
+        where = _where(source)
+        log.warning("%s: %s; publishing a dead letter of %s instead", self.name, message, where)
+        origin = source if source is not None else RawRecord(out.value, out.key)  # answers no record: keep itself
+        raw = origin.value if origin.value is not None else b""
+        last: KafkaError = error
+        for keep in (self.dead_letter_max_bytes, 0):
+            letter = DeadLetter.of(
+                raw, stage=f"{self.name}.publish", error=error,
+                reason="output_too_large" if too_large else "output_rejected", key=origin.key, topic=origin.topic,
+                partition=origin.partition, offset=origin.offset, message=message, max_original_bytes=keep)
+            replacement = dead_letter(letter, origin)
+            try:
+                refused = await self._send_alone(replacement)
+            except KafkaError as exc:
+                raise BrokerError(f"publishing the dead letter that replaces a refused {out.role} output of {where} "
+                                  f"failed ({type(exc).__name__}: {exc}); the batch was not committed and will be "
+                                  "re-read: check the broker") from exc
+            if refused is None:
+                return replacement
+            last = refused
+        log.error("%s: even a dead letter of %s was refused (%s: %s); stopping with the batch uncommitted",
+                  self.name, where, type(last).__name__, last)
+        raise BrokerError(
+            f"cannot publish {where}: its {out.role} output was refused ({type(error).__name__}) and so was the dead "
+            f"letter replacing it on topic {self.topics['dead_letter']!r} ({type(last).__name__}: {last}). The batch "
+            "was not committed and the worker stops so that nothing is lost. Fix: the dead-letter topic must take "
+            "records of MODCASCADE_KAFKA_MAX_REQUEST_SIZE (its max.message.bytes, its existence and this client's "
+            "rights to write it) and MODCASCADE_KAFKA_MAX_REQUEST_SIZE must hold a dead letter "
+            "(docs/message-sizes.md)") from last
 
     async def _commit(self, batch: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         offsets: dict[TopicPartition, int] = {}
@@ -313,6 +422,12 @@ class StreamLoop:
                     self.metrics.consumer_lag.remove(self.group_id, tp.topic, str(tp.partition))
 
 
+def _where(source: RawRecord | None) -> str:
+    if source is None:
+        return "an output that answers no single record"
+    return f"record {source.topic}[{source.partition}] at offset {source.offset}"
+
+
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
     """Lets :class:`StreamLoop` finish its batch before the group takes its partitions."""
 
@@ -349,13 +464,15 @@ async def run_stream(
     on_assigned: Callable[[], None] | None = None,
     background: Sequence[Background] = (),
 ) -> StreamReport:
-    """What every worker does around its processor: clients for ``topics[source_role]`` in ``group_id``, the
+    """What every worker does around its processor: the message sizes checked (:func:`check_message_sizes`),
+    clients for ``topics[source_role]`` in ``group_id``, the
     :class:`StreamLoop` until ``stop``, and the caller's ``background`` tasks (e.g. watching a policy file for
     hot reload) beside it; everything closed after.
 
     The background tasks and the loop share a task group: if one of them dies, the worker stops loudly
     instead of running on without it. Each is given an event that is set when the loop ends.
     """
+    check_message_sizes(settings)
     topics = settings.topics.all()
     consumer = make_consumer(settings, group_id=group_id)  # subscribed by the loop, with its rebalance listener
     producer = make_producer(settings)
@@ -363,7 +480,8 @@ async def run_stream(
     try:
         await start_client(consumer, settings, f"{name} consumer")
         loop = StreamLoop(consumer, producer, processor, topics, metrics=metrics, on_assigned=on_assigned,
-                          batching=batching, group_id=group_id)
+                          batching=batching, group_id=group_id, name=name,
+                          dead_letter_max_bytes=settings.dead_letter_max_bytes)
         loop.subscribe(topics[source_role])
         loop_done = asyncio.Event()
         try:

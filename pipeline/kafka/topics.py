@@ -16,14 +16,26 @@ from pipeline.settings import Settings
 TOPIC_ALREADY_EXISTS = 36
 _METADATA_WAIT_S = 10.0
 COMPACT = {"cleanup.policy": "compact"}
+MAX_MESSAGE_BYTES = "max.message.bytes"
 
 
 def default_configs(settings: Settings) -> dict[str, dict[str, str]]:
     """Topic configs of the data flow: ``verdicts`` is compacted. Its records are keyed by post id, and a
     redelivered post's verdict repeats the same ``verdict_id`` under the same key, so compaction keeps the
     latest verdict per post and readers that replay the topic (state rebuilds) read each post once, not its
-    whole history. Every other topic is a plain log (time/size retention)."""
-    return {settings.topics.all()["verdicts"]: dict(COMPACT)}
+    whole history. ``control`` is compacted too: the latest record per key is the state in force (a guard
+    tripped or cleared for a policy/category), which a worker starting later reads in full. Every other topic is a
+    plain log (time/size retention).
+
+    Every topic gets ``max.message.bytes`` = ``MODCASCADE_KAFKA_TOPIC_MAX_MESSAGE_BYTES``, at least the producer's
+    ``max_request_size`` (checked at startup), so the broker takes every record our producers send, whatever
+    the cluster's default (docs/message-sizes.md)."""
+    topics = settings.topics.all()
+    sized = {MAX_MESSAGE_BYTES: str(settings.kafka.topic_max_message_bytes)}
+    configs = {name: dict(sized) for name in topics.values()}
+    for role in ("verdicts", "control"):
+        configs[topics[role]].update(COMPACT)
+    return configs
 
 
 async def ensure_topics(
@@ -36,17 +48,20 @@ async def ensure_topics(
     """Create ``names`` (default: the topics of ``settings.topics``) with ``partitions`` (default:
     ``MODCASCADE_KAFKA_PARTITIONS``) and ``MODCASCADE_KAFKA_REPLICATION_FACTOR``; return the ones created.
 
-    ``configs`` maps a topic name to its topic configs (e.g. ``{"cleanup.policy": "compact"}``), on top of
-    :func:`default_configs` (``verdicts`` compacted), applied only when the topic is created: an existing
-    topic keeps its configs. Returns once every topic shows up in the cluster metadata.
+    ``configs`` maps a topic name to its topic configs (e.g. ``{"cleanup.policy": "compact"}``), merged over
+    :func:`default_configs` (``verdicts`` compacted; every topic, also one outside the data flow, gets our
+    ``max.message.bytes``), applied only when the topic is created: an existing topic keeps its configs. Returns
+    once every topic shows up in the cluster metadata.
     """
     topics = list(settings.topics.all().values() if names is None else names)
     if not topics:
         return []
     count = settings.kafka.partitions if partitions is None else partitions
-    configs = {**default_configs(settings), **(configs or {})}
+    defaults, given = default_configs(settings), configs or {}
+    sized = {MAX_MESSAGE_BYTES: str(settings.kafka.topic_max_message_bytes)}
     requests = [
-        NewTopic(name, count, settings.kafka.replication_factor, topic_configs=dict(configs.get(name, {})))
+        NewTopic(name, count, settings.kafka.replication_factor,
+                 topic_configs={**sized, **defaults.get(name, {}), **given.get(name, {})})
         for name in topics
     ]
     admin = make_admin(settings)

@@ -69,7 +69,8 @@ async def run_classify_worker(
         stage = ClassifyStage(
             classifier, lambda: store.current,
             cache=ScoreCache(w.cache_entries, w.cache_ttl_s), metrics=metrics,
-            max_text_bytes=settings.max_text_bytes, backoff=backoff,
+            max_text_bytes=settings.max_text_bytes, max_post_bytes=settings.max_post_bytes,
+            dead_letter_max_bytes=settings.dead_letter_max_bytes, backoff=backoff,
             shadow=(lambda: shadow.current) if shadow is not None else None,
         )
         log.info("classify worker: %s (%s) on %s, policy %s %s, group %s", classifier.model_name,
