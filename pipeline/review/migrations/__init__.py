@@ -1,0 +1,1 @@
+"""Alembic migrations of the review console's database (run by :func:`pipeline.review.db.upgrade`)."""
