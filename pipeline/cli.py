@@ -36,6 +36,8 @@ app.add_typer(dataset_app, name="dataset")
 review_app = typer.Typer(help="The human review console: `modcascade review` serves it; add-user makes reviewer "
                          "entries.")
 app.add_typer(review_app, name="review")
+guard_app = typer.Typer(help="Action guards (docs/guard.md): show them, or clear a tripped one.", no_args_is_help=True)
+app.add_typer(guard_app, name="guard")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -190,6 +192,34 @@ def worker_monitor() -> None:
     run_monitor(console)
 
 
+GuardPolicy = Annotated[str | None, typer.Option("--policy", help="only this policy's guards (its name)")]
+GuardCategory = Annotated[str | None, typer.Option("--category", help="only this category's guards")]
+
+
+@guard_app.command("status")
+def guard_status(policy: GuardPolicy = None, category: GuardCategory = None) -> None:
+    """Show every action guard on the control topic: tripped, cleared or expired. Exit code 1 while one is tripped."""
+    from pipeline.app.guard import guard_status as status
+    from pipeline.settings import load_settings
+
+    tripped = asyncio.run(status(load_settings(), sys.stdout, policy=policy, category=category))
+    raise typer.Exit(1 if tripped else 0)
+
+
+@guard_app.command("clear")
+def guard_clear(
+    policy: GuardPolicy = None,
+    category: GuardCategory = None,
+    note: Annotated[str, typer.Option(help="why, recorded in the GuardState")] = "",
+) -> None:
+    """Clear tripped action guards (all, or those of --policy/--category): the classify workers decide normally
+    again from their next batch."""
+    from pipeline.app.guard import guard_clear as clear
+    from pipeline.settings import load_settings
+
+    asyncio.run(clear(load_settings(), sys.stdout, policy=policy, category=category, note=note))
+
+
 DatasetDir = Annotated[Path | None, typer.Option("--dir", help="dataset folder; default "
                                                  "MODCASCADE_FEEDBACK_DATASET_DIR (data/dataset)")]
 
@@ -206,7 +236,8 @@ def dataset_stats(
     policy: Annotated[Path | None, typer.Option(help="policy naming the safe class; default "
                                                 "MODCASCADE_POLICY_PATH")] = None,
 ) -> None:
-    """Counts by label, source and day; how often the small model disagreed with the adjudicator, per category."""
+    """Counts by label, source and day; how often the small model disagreed with the adjudicator, per category;
+    the live precision per category from the audit sample (95% Wilson interval)."""
     from pipeline.dataset.command import run_stats
     from pipeline.settings import load_settings
 
@@ -315,12 +346,16 @@ def run(
     = False,
     out: Annotated[Path, typer.Option(help="where the run's verdicts, escalations and dead letters are written")]
     = Path("runs/latest"),
+    review: Annotated[bool | None, typer.Option(
+        "--review/--no-review", help="start the review console next to the workers and print its URL; default: "
+        "when reviewers are configured (MODCASCADE_REVIEW_USERS)", show_default=False)] = None,
 ) -> None:
     """The main job on the embedded default: demo model, broker, model server, classify worker, a stream of
     posts and a live summary (posts/s, decisions, escalations, cache hits, latency, cost)."""
     from pipeline.app.mainjob import MainJobOptions, run_main_job
 
-    summary = asyncio.run(run_main_job(console, MainJobOptions(posts=posts, rate_per_s=rate, keep=keep, out=out)))
+    options = MainJobOptions(posts=posts, rate_per_s=rate, keep=keep, out=out, review=review)
+    summary = asyncio.run(run_main_job(console, options))
     if summary.records < posts:
         raise typer.Exit(1)
 
@@ -396,13 +431,16 @@ def eval_model(
     max_length: MaxLengthOption = None,
     batch_size: ScoringBatch = 64,
     threads: ThreadsOption = None,
+    live: Annotated[Path | None, typer.Option(help="retraining dataset folder: adds the live precision per category "
+                                              "measured on its audit labels (95% Wilson interval)")] = None,
 ) -> None:
     """Evaluate a model on labelled posts: per-class precision/recall/F1, macro-F1, calibration (ECE, reliability
-    diagram), the worst slices and, with a policy, the cascade view. Writes eval.json, eval.md and PNG plots."""
+    diagram), the worst slices and, with a policy, the cascade view; with --live, the deployed cascade's live
+    precision from the dataset's audit sample. Writes eval.json, eval.md and PNG plots."""
     from pipeline.evaluation.command import run_eval, scoring_options
 
     run_eval(console, model=model, data=data, policy_path=policy, out=out,
-             scoring=scoring_options(max_length=max_length, batch_size=batch_size, threads=threads))
+             scoring=scoring_options(max_length=max_length, batch_size=batch_size, threads=threads), live=live)
 
 
 @app.command()
@@ -460,8 +498,9 @@ def bench(
                                         "pipeline (the worker end to end: ceiling, vs raw backend, latency), "
                                         "batch (modcascade batch on 10k and 100k posts: throughput vs the stream, "
                                         "peak memory), reliability (worker processes SIGKILLed: lost, duplicates, "
-                                        "dead letters; appended to RELIABILITY.md)")]
-    = "classify,pipeline",
+                                        "dead letters; appended to RELIABILITY.md), monitor (the drift monitor's "
+                                        "throughput vs the classify worker's output rate)")]
+    = "classify,pipeline,monitor",
     chaos_posts: Annotated[int, typer.Option(help="records, malformed included (reliability)")] = 50_000,
     kills: Annotated[int, typer.Option(help="SIGKILLs of a random worker (reliability)")] = 20,
     seed: Annotated[int, typer.Option(help="seeds the records, the kill schedule and the victims (reliability)")] = 0,

