@@ -15,14 +15,10 @@ its workers), waits, then SIGKILLs whatever is left of the group, so no engine p
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -31,9 +27,9 @@ import httpx
 
 from pipeline.backends.base import ModelInfo
 from pipeline.errors import BackendUnavailable
+from pipeline.process import ManagedProcess, Readiness
 
 _STOP_GRACE_S = 15.0
-_KILL_WAIT_S = 5.0
 _POLL_S = 0.5
 _LOG_TAIL_LINES = 15
 GIB = 1 << 30
@@ -68,7 +64,7 @@ class ModelServer:
         self.startup_timeout_s = startup_timeout_s
         self.python = python
         self._log_path = log_path
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process: ManagedProcess | None = None
 
     @property
     def url(self) -> str:
@@ -88,7 +84,7 @@ class ModelServer:
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return self._process is not None and self._process.running
 
     @property
     def pid(self) -> int | None:
@@ -134,20 +130,8 @@ class ModelServer:
     def stop(self) -> None:
         """SIGTERM the process group, SIGKILL it after a grace period, reap the server. Safe to call twice."""
         process, self._process = self._process, None
-        if process is None:
-            return
-        group = process.pid  # start_new_session: the server leads its own group
-        _signal_group(group, signal.SIGTERM)
-        try:
-            process.wait(timeout=_STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            _signal_group(group, signal.SIGKILL)
-            process.wait()
-        # The engine core and its workers may outlive the API server by a moment.
-        deadline = time.monotonic() + _KILL_WAIT_S
-        while _group_alive(group) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        _signal_group(group, signal.SIGKILL)
+        if process is not None:
+            process.stop(_STOP_GRACE_S)  # the whole group: the engine core and its workers too
 
     def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
         """The last lines of the server's output (empty when there is none)."""
@@ -174,46 +158,47 @@ class ModelServer:
         env = dict(os.environ)
         env["VLLM_CPU_KVCACHE_SPACE"] = str(self.kv_cache_gib)  # the CPU build's own knob wins over the flag
         env["NO_COLOR"] = "1"
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        # The child keeps its own copy of the log fd; ours is closed at once.
-        with open(self.log_path, "wb") as log:
-            try:
-                self._process = subprocess.Popen(
-                    self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                    start_new_session=True,  # its own process group, so stop() reaches the engine children
-                )
-            except OSError as exc:
-                raise BackendUnavailable(f"cannot run {self.python}: {exc}: install the project's cpu or gpu "
-                                         "extra into that interpreter") from exc
+        # Its own process group, so stop() reaches the engine children.
+        process = ManagedProcess(self.command(), log_path=self.log_path, env=env, grace_s=_STOP_GRACE_S)
+        try:
+            self._process = process.start()
+        except OSError as exc:
+            raise BackendUnavailable(f"cannot run {self.python}: {exc}: install the project's cpu or gpu "
+                                     "extra into that interpreter") from exc
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout_s
+        process = self._process
+        assert process is not None
         last = "no answer yet"
         with httpx.Client(base_url=self.url, timeout=2.0, trust_env=False) as client:
-            while time.monotonic() < deadline:
-                process = self._process
-                assert process is not None
-                code = process.poll()
-                if code is not None:
-                    tail = self.log_tail()
-                    if "address already in use" in tail.lower():
-                        self.stop()
-                        raise _PortInUse()
-                    self.stop()
-                    raise BackendUnavailable(f"the model server exited with code {code} before it was ready; "
-                                             f"see {self.log_path}. {_quote(tail)}")
+
+            def ready() -> bool:
+                nonlocal last
                 try:
-                    if client.get("/health").status_code == 200:
-                        models = client.get("/v1/models").json().get("data", [])
-                        if any(m.get("id") == self.info.name for m in models):
-                            return
-                        last = f"/v1/models lists {[m.get('id') for m in models]}"
+                    if client.get("/health").status_code != 200:
+                        return False
+                    models = client.get("/v1/models").json().get("data", [])
                 except (httpx.HTTPError, ValueError, AttributeError) as exc:
                     last = type(exc).__name__
-                time.sleep(_POLL_S)
+                    return False
+                if any(m.get("id") == self.info.name for m in models):
+                    return True
+                last = f"/v1/models lists {[m.get('id') for m in models]}"
+                return False
+
+            state = process.wait_ready(ready, timeout_s=self.startup_timeout_s, poll_s=_POLL_S)
+        if state is Readiness.READY:
+            return
+        tail = self.log_tail()
+        if state is Readiness.EXITED:
+            self.stop()
+            if "address already in use" in tail.lower():
+                raise _PortInUse()
+            raise BackendUnavailable(f"the model server exited with code {process.returncode} before it was ready; "
+                                     f"see {self.log_path}. {_quote(tail)}")
         raise BackendUnavailable(
             f"the model server did not become ready at {self.url} within {self.startup_timeout_s:g} s ({last}): "
-            f"raise the startup timeout or read {self.log_path}. {_quote(self.log_tail())}"
+            f"raise the startup timeout or read {self.log_path}. {_quote(tail)}"
         )
 
 
@@ -230,18 +215,3 @@ def _free_port(host: str) -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def _signal_group(group: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(group, sig)
-
-
-def _group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

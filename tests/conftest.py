@@ -1,4 +1,11 @@
-"""Broker fixtures for integration tests.
+"""Test tiers, and the broker fixtures.
+
+Tiers: every test gets exactly the markers of what it needs. ``broker`` (the embedded broker or
+``KAFKA_BOOTSTRAP``) and ``model`` (the real vLLM engine or transformers) are set from the fixtures a test uses
+(``kafka_settings`` and everything built on it; ``minilm_dir``, ``engines``) or by the module's ``pytestmark``
+(tests that start the CLI or train a model); ``tools`` marks tests that run other programs (interpreters,
+kubectl, hadolint, compose). A test with none of these is ``unit``: pure, with a short timeout, and it may not
+start a subprocess (it fails if it tries). ``pytest -m unit`` runs in seconds.
 
 ``kafka_settings`` points at a real Kafka when ``KAFKA_BOOTSTRAP`` (or ``MODCASCADE_KAFKA_BOOTSTRAP``)
 is set, and otherwise starts the embedded broker once per session on a free port. The factory fixtures
@@ -9,6 +16,8 @@ and topics are deleted at the end of the session, so tests never see each other'
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import subprocess
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
@@ -20,11 +29,76 @@ from pipeline.settings import Settings, load_settings
 from tests.support.kafka import ConsumerFactory, ProducerFactory, TopicFactory, unique
 from tests.support.processes import spawn  # noqa: F401  (a fixture: processes killed and reaped after the test)
 
+UNIT_TIMEOUT_S = 10.0
+"""Per-test timeout of the unit tier (the others keep the global one from pyproject)."""
+BROKER_FIXTURES = frozenset({"kafka_settings"})  # the factories and every broker helper are built on it
+MODEL_FIXTURES = frozenset({"minilm_dir", "engines"})
+SLOW_TIERS = ("broker", "model", "tools")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Give every test its tiers (see the module docstring); a test marked ``unit`` that needs more is an error."""
+    wrong = []
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & BROKER_FIXTURES and item.get_closest_marker("broker") is None:
+            item.add_marker(pytest.mark.broker)
+        if fixtures & MODEL_FIXTURES and item.get_closest_marker("model") is None:
+            item.add_marker(pytest.mark.model)
+        needs = [tier for tier in SLOW_TIERS if item.get_closest_marker(tier) is not None]
+        if not needs:
+            if item.get_closest_marker("unit") is None:
+                item.add_marker(pytest.mark.unit)
+            if item.get_closest_marker("timeout") is None:
+                item.add_marker(pytest.mark.timeout(UNIT_TIMEOUT_S))
+        elif item.get_closest_marker("unit") is not None:
+            wrong.append(f"{item.nodeid}: marked unit, but needs {', '.join(needs)}")
+    if wrong:
+        raise pytest.UsageError("tests in the wrong tier:\n  " + "\n  ".join(wrong))
+
+
+@contextlib.contextmanager
+def _no_subprocess(item: pytest.Item) -> Iterator[None]:
+    """In a unit test, starting a subprocess fails at once: it belongs in the ``tools`` (or broker/model) tier.
+    Active through setup, call and teardown, so module- and session-scoped fixtures a unit test sets up count."""
+    if item.get_closest_marker("unit") is None:
+        yield
+        return
+    original = subprocess.Popen.__init__
+
+    def refuse(self: subprocess.Popen[Any], args: Any, *more: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"{item.nodeid} (a unit test) started a subprocess ({args!r}): mark it tools, "
+                             "broker or model")
+
+    subprocess.Popen.__init__ = refuse  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        subprocess.Popen.__init__ = original  # type: ignore[method-assign]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    with _no_subprocess(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    with _no_subprocess(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    with _no_subprocess(item):
+        return (yield)
+
 
 @pytest.fixture(autouse=True)
 async def _no_leaked_tasks(request: pytest.FixtureRequest) -> AsyncIterator[None]:
-    """Integration tests must stop what they start: no asyncio task may outlive its test."""
-    if request.node.get_closest_marker("integration") is None:
+    """Broker and model tests must stop what they start: no asyncio task may outlive its test."""
+    if request.node.get_closest_marker("broker") is None and request.node.get_closest_marker("model") is None:
         yield
         return
     before = asyncio.all_tasks()

@@ -15,10 +15,10 @@ from typing import TextIO
 
 from rich.console import Console
 
-from pipeline import codec
 from pipeline.errors import SettingsError
 from pipeline.kafka.broker import EmbeddedBroker
-from pipeline.kafka.clients import make_consumer, make_producer, start_client
+from pipeline.kafka.clients import start_client
+from pipeline.kafka.readback import TopicReader, jsonl_records, produce
 from pipeline.kafka.topics import ensure_topics
 from pipeline.settings import Settings, load_settings
 
@@ -141,6 +141,37 @@ async def run_worker(name: str, console: Console, *, check: bool) -> None:
     console.print(f"{name} worker stopped: {report.records} records in {report.batches} batches, all committed")
 
 
+def run_monitor(console: Console) -> None:
+    """Run the drift monitor (a faust-streaming worker) in the foreground until SIGTERM/Ctrl-C. Its thresholds are
+    the ``monitor:`` section of the policy at MODCASCADE_POLICY_PATH, read at start."""
+    from pipeline.metrics import Metrics, serve
+    from pipeline.policy import load_policy
+
+    try:
+        from pipeline.monitor.app import MonitorApp
+    except ModuleNotFoundError as exc:
+        if exc.name != "faust" and not (exc.name or "").startswith("faust."):
+            raise
+        raise SettingsError("the monitor needs faust-streaming: install the monitor extra "
+                            "(pip install 'modcascade[monitor]')") from exc
+    settings = load_settings()
+    policy = load_policy(settings.policy_path)
+    metrics = Metrics.create()
+    try:
+        serve(settings.metrics_port)
+    except OSError as exc:
+        raise SettingsError(f"cannot serve metrics on port {settings.metrics_port} ({exc.strerror}): give each "
+                            "worker its own MODCASCADE_METRICS_PORT, or 0 to turn the endpoint off") from exc
+    monitor = MonitorApp(settings, policy, metrics=metrics, policy_path=settings.policy_path)
+    topics = settings.topics.all()
+    config = policy.monitor
+    where = f", metrics on :{settings.metrics_port}/metrics" if settings.metrics_port else ""
+    console.print(f"monitor: {topics['verdicts']}, {topics['adjudication']}, {topics['dead_letter']} at "
+                  f"{settings.bootstrap} in {config.window_s} s windows against the {config.reference} reference "
+                  f"({policy.name} {policy.version}) → {topics['alerts']}{where}")
+    monitor.run()
+
+
 async def check_worker(settings: Settings, console: Console) -> None:
     """The worker's health check: broker and topics, model backend, policy; raises on the first failure."""
     from pipeline.components import build_classifier
@@ -171,59 +202,29 @@ async def check_worker(settings: Settings, console: Console) -> None:
 async def produce_file(file: Path, topic: str | None) -> int:
     """Publish each non-blank line of a JSONL file as it is; the key is the post id when readable."""
     settings = load_settings()
-    target = _topic(settings, topic or "posts")
-    producer = make_producer(settings)
-    await start_client(producer, settings, "producer")
-    count = 0
-    try:
-        sends = []
-        with file.open("rb") as fh:
-            for line in fh:
-                value = line.rstrip(b"\r\n")
-                if not value.strip():
-                    continue
-                sends.append(await producer.send(target, value, key=key_of(value)))
-                count += 1
-        await asyncio.gather(*sends)
-    finally:
-        await producer.stop()
-    return count
+    return await produce(settings, _topic(settings, topic or "posts"), jsonl_records(file))
 
 
 async def tail_topic(topic: str, *, limit: int | None, follow: bool, out: TextIO) -> None:
     """Print records from the beginning of a topic, one per line; stop when idle unless ``follow``."""
     settings = load_settings()
-    consumer = make_consumer(settings, _topic(settings, topic), group_id=None)
-    await start_client(consumer, settings, "consumer")
     shown = 0
-    try:
+    async with TopicReader.open(settings, [_topic(settings, topic)], client="consumer") as reader:
         idle_since = time.monotonic()
         while limit is None or shown < limit:
-            batches = await consumer.getmany(timeout_ms=500)
-            if not batches:
+            records = await reader.fetch(0.5, max_records=None if limit is None else limit - shown)
+            reader.messages.clear()  # a tail runs for ever: keep nothing
+            if not records:
                 if not follow and time.monotonic() - idle_since > 2.0:
                     break
                 continue
             idle_since = time.monotonic()
-            for records in batches.values():
-                for msg in records:
-                    out.write((msg.value or b"").decode("utf-8", "replace") + "\n")
-                    shown += 1
-    finally:
-        await consumer.stop()
+            for msg in records:
+                out.write((msg.value or b"").decode("utf-8", "replace") + "\n")
+                shown += 1
 
 
 def _topic(settings: Settings, name: str) -> str:
     """Accept a role ('posts', 'dead-letter') or a full topic name."""
     roles = settings.topics.all()
     return roles.get(name.replace("-", "_"), name)
-
-
-def key_of(value: bytes) -> bytes | None:
-    try:
-        obj = codec.loads(value)
-    except Exception:  # an unreadable line is still published; the worker dead-letters it
-        return None
-    if isinstance(obj, dict) and isinstance(obj.get("id"), str | int):
-        return str(obj["id"]).encode()
-    return None

@@ -39,12 +39,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-
 from pipeline import codec
 from pipeline.errors import DecodeError
 from pipeline.kafka import ensure_topics, make_consumer, make_producer
 from pipeline.kafka.clients import faust_credentials
+from pipeline.kafka.readback import produce, read_to_end
 from pipeline.settings import Settings, load_settings
 
 Engine = Literal["faust", "aiokafka"]
@@ -269,38 +268,14 @@ def run_faust_worker(args: WorkerArgs) -> None:
 
 
 async def produce_posts(settings: Settings, topic: str, n: int) -> None:
-    """Produce ``n`` posts to ``topic`` (acks=all), batched, and wait for every ack."""
-    producer: AIOKafkaProducer = make_producer(settings)
-    await producer.start()
-    try:
-        for start in range(0, n, 5000):
-            sends = [await producer.send(topic, value, key=key)
-                     for key, value in map(make_post, range(start, min(start + 5000, n)))]
-            await asyncio.gather(*sends)
-    finally:
-        await producer.stop()
+    """Produce ``n`` posts to ``topic`` (acks=all) and wait for every ack."""
+    await produce(settings, topic, map(make_post, range(n)), client="bench producer")
 
 
-async def read_keys(settings: Settings, topic: str, *, idle_s: float = 2.0) -> list[bytes]:
-    """The keys of every record in ``topic``, read from the beginning until nothing more comes for ``idle_s``.
-
-    Counted by reading, not by end offsets: tansu 0.6.0's ListOffsets(latest) answers the base offset of a
-    partition's last record batch, not the high watermark, so end offsets under-count."""
-    consumer: AIOKafkaConsumer = make_consumer(settings, group_id=None)
-    await consumer.start()
-    keys: list[bytes] = []
-    try:
-        await consumer.topics()  # fetch metadata
-        partitions = consumer.partitions_for_topic(topic) or set()
-        consumer.assign([TopicPartition(topic, p) for p in partitions])
-        await consumer.seek_to_beginning()
-        while True:
-            batches = await consumer.getmany(timeout_ms=int(idle_s * 1000), max_records=10_000)
-            if not batches:
-                return keys
-            keys.extend(r.key or b"" for records in batches.values() for r in records)
-    finally:
-        await consumer.stop()
+async def read_keys(settings: Settings, topic: str) -> list[bytes]:
+    """The keys of every record in ``topic`` (read to its end by high watermark, as tansu's end offsets
+    under-count; see :mod:`pipeline.kafka.readback`)."""
+    return [m.key or b"" for m in await read_to_end(settings, [topic], client="bench output reader")]
 
 
 def worker_command(args: WorkerArgs) -> list[str]:

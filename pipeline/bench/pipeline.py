@@ -44,7 +44,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry, Counter
 from rich.console import Console
 
@@ -52,7 +51,9 @@ from pipeline import codec
 from pipeline.backends.fake import FakeClassifier
 from pipeline.bench.classify import bench_posts
 from pipeline.components import build_classifier
-from pipeline.kafka import EmbeddedBroker, delete_topics, ensure_topics, make_consumer, make_producer, start_client
+from pipeline.kafka import EmbeddedBroker, delete_topics, ensure_topics
+from pipeline.kafka.readback import TopicReader
+from pipeline.kafka.readback import produce as produce_records
 from pipeline.kafka.stream import StreamReport
 from pipeline.metrics import Metrics
 from pipeline.policy import load_policy
@@ -71,7 +72,6 @@ LATENCY_S = 20.0
 LATENCY_LOAD = 0.5  # offered load, as a share of the measured pipeline throughput
 MAX_MODEL_LEN = 256
 
-_PRODUCE_CHUNK = 5000  # sends in flight before the producer waits for their acks
 _STOP_S = 30.0  # a stopped worker finishes its batch within this
 _JOIN_S = 60.0  # group join + first fetch
 _DRAIN_S = 60.0  # latency posts still in flight after the last send
@@ -199,46 +199,17 @@ async def scratch_topics(settings: Settings) -> AsyncIterator[dict[str, str]]:
 
 async def produce(settings: Settings, topic: str, records: Iterable[tuple[bytes, bytes]]) -> None:
     """Publish ``records`` (acks=all) and wait for every acknowledgement."""
-    producer = make_producer(settings)
-    await start_client(producer, settings, "bench producer")
-    try:
-        pending: list[Awaitable[object]] = []
-        for key, value in records:
-            pending.append(await producer.send(topic, value, key=key))
-            if len(pending) >= _PRODUCE_CHUNK:
-                await asyncio.gather(*pending)
-                pending.clear()
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
+    await produce_records(settings, topic, records, client="bench producer")
 
 
 async def read_output_keys(settings: Settings, topics: Sequence[str], expect: int, *, idle_s: float = 1.0,
                            timeout_s: float = 120.0) -> list[bytes]:
     """Keys of every record in ``topics``, read from the beginning until ``expect`` arrived and then nothing
-    more for ``idle_s`` (counted by reading: tansu's end offsets are wrong)."""
-    consumer = make_consumer(settings, group_id=None)
-    await start_client(consumer, settings, "bench output reader")
-    keys: list[bytes] = []
-    try:
-        await _assign_all(consumer, topics)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            wait_ms = int(idle_s * 1000) if len(keys) >= expect else 200
-            fetched = await consumer.getmany(timeout_ms=wait_ms, max_records=20_000)
-            if not fetched and len(keys) >= expect:
-                break
-            keys.extend(m.key or b"" for records in fetched.values() for m in records)
-        return keys
-    finally:
-        await consumer.stop()
-
-
-async def _assign_all(consumer: AIOKafkaConsumer, topics: Sequence[str]) -> None:
-    """Assign every partition of ``topics`` to a group-less consumer, from the beginning."""
-    await consumer.topics()  # fetch metadata
-    consumer.assign([TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())])
-    await consumer.seek_to_beginning()
+    more for ``idle_s``; what arrived by ``timeout_s`` (the caller checks it against what it expects)."""
+    async with TopicReader.open(settings, topics, client="bench output reader") as reader:
+        with contextlib.suppress(TimeoutError):
+            await reader.read_until(lambda seen: len(seen) >= expect, timeout_s=timeout_s, quiet_s=idle_s)
+        return [m.key or b"" for m in reader.messages]
 
 
 def check_outputs(keys: Sequence[bytes], expected: Iterable[bytes], what: str) -> None:
@@ -496,41 +467,30 @@ async def _until(event: asyncio.Event, task: asyncio.Task[None]) -> None:
 async def _send_paced(settings: Settings, topic: str, tag: str, texts: Sequence[str], rate_per_s: float,
                       sent: dict[bytes, float]) -> None:
     """Send post ``i`` at ``i / rate_per_s`` seconds, ``created_at`` stamped from the clock at send time."""
-    producer = make_producer(settings)
-    await start_client(producer, settings, "latency producer")
-    try:
-        pending: list[Awaitable[object]] = []
-        started = time.monotonic()
+
+    def paced() -> Iterable[tuple[bytes, bytes]]:
         for i, text in enumerate(texts):
-            if (ahead := i / rate_per_s - (time.monotonic() - started)) > 0:
-                await asyncio.sleep(ahead)
-            key, now = f"{tag}-{i}".encode(), time.time()
+            key, now = f"{tag}-{i}".encode(), time.time()  # stamped as send_all sends it
             sent[key] = now
-            value = post_value(key.decode(), text, created_at=datetime.fromtimestamp(now, UTC))
-            pending.append(await producer.send(topic, value, key=key))
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
+            yield key, post_value(key.decode(), text, created_at=datetime.fromtimestamp(now, UTC))
+
+    await produce_records(settings, topic, paced(), rate_per_s=rate_per_s, client="latency producer")
 
 
 async def _receive(settings: Settings, topics: Sequence[str], tag: str, n: int, received: dict[bytes, float],
                    done: asyncio.Event) -> None:
     """Stamp the receive time of every output whose key starts with ``tag``; set ``done`` once ``n`` came."""
     prefix = f"{tag}-".encode()
-    consumer = make_consumer(settings, group_id=None, fetch_max_wait_ms=_RECEIVER_FETCH_WAIT_MS)
-    await start_client(consumer, settings, "latency receiver")
-    try:
-        await _assign_all(consumer, topics)
+    async with TopicReader.open(settings, topics, client="latency receiver",
+                                fetch_max_wait_ms=_RECEIVER_FETCH_WAIT_MS) as reader:
         while len(received) < n:
-            fetched = await consumer.getmany(timeout_ms=100)
+            fetched = await reader.fetch(0.1)
+            reader.messages.clear()
             now = time.time()
-            for records in fetched.values():
-                for m in records:
-                    if m.key is not None and m.key.startswith(prefix):
-                        received.setdefault(m.key, now)
+            for m in fetched:
+                if m.key is not None and m.key.startswith(prefix):
+                    received.setdefault(m.key, now)
         done.set()
-    finally:
-        await consumer.stop()
 
 
 def percentile(sorted_values: Sequence[float], p: float) -> float:

@@ -16,7 +16,6 @@ import asyncio
 import os
 import re
 import socket
-import subprocess
 import tempfile
 import threading
 import time
@@ -28,6 +27,7 @@ from typing import Any, Self, TypeVar
 from aiokafka.admin import AIOKafkaAdminClient
 
 from pipeline.errors import EmbeddedBrokerError
+from pipeline.process import ManagedProcess, Readiness
 from pipeline.settings import BrokerSettings
 
 T = TypeVar("T")
@@ -56,7 +56,7 @@ class EmbeddedBroker:
         self.binary = Path(binary) if binary is not None else None
         self.startup_timeout_s = startup_timeout_s
         self._log_path = log_path
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process: ManagedProcess | None = None
 
     @classmethod
     def from_settings(cls, settings: BrokerSettings, *, port: int | None = None,
@@ -79,7 +79,7 @@ class EmbeddedBroker:
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return self._process is not None and self._process.running
 
     def start(self) -> Self:
         """Start the broker and wait until it serves Kafka metadata (at most ``startup_timeout_s``).
@@ -109,15 +109,8 @@ class EmbeddedBroker:
     def stop(self) -> None:
         """Terminate the broker, kill it if it does not exit within a few seconds, and reap it."""
         process, self._process = self._process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=_STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if process is not None:
+            process.stop(_STOP_GRACE_S)
 
     def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
         """The last lines of the broker's output (empty when there is none)."""
@@ -168,18 +161,14 @@ class EmbeddedBroker:
                    "--storage-engine", STORAGE]
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
         env["NO_COLOR"] = "1"
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        # The child keeps its own copy of the log fd; ours is closed at once, so nothing leaks.
-        with open(self.log_path, "wb") as log:
-            try:
-                self._process = subprocess.Popen(
-                    command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                    start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop the broker
-                )
-            except OSError as exc:
-                raise EmbeddedBrokerError(
-                    f"cannot run tansu binary {binary}: {exc}; set MODCASCADE_BROKER_BINARY to an executable tansu"
-                ) from exc
+        # Its own process group: Ctrl-C in a terminal reaches us, and we stop the broker.
+        process = ManagedProcess(command, log_path=self.log_path, env=env, grace_s=_STOP_GRACE_S)
+        try:
+            self._process = process.start()
+        except OSError as exc:
+            raise EmbeddedBrokerError(
+                f"cannot run tansu binary {binary}: {exc}; set MODCASCADE_BROKER_BINARY to an executable tansu"
+            ) from exc
 
     def _wait_ready(self) -> None:
         try:
@@ -189,29 +178,33 @@ class EmbeddedBroker:
             raise
 
     def _poll_until_ready(self) -> None:
+        process = self._process
+        assert process is not None
         deadline = time.monotonic() + self.startup_timeout_s
         last_error = "it printed no 'ready' line"
-        while time.monotonic() < deadline:
-            process = self._process
-            assert process is not None
-            code = process.poll()
-            if code is not None:
-                self._process = None
-                tail = self.log_tail()
-                if "AddrInUse" in tail or "Address in use" in tail:
-                    raise _PortInUse(_quote(tail))
-                raise EmbeddedBrokerError(
-                    f"tansu exited with code {code} before it was ready; see {self.log_path}. {_quote(tail)}"
-                )
+
+        def ready() -> bool:
+            nonlocal last_error
             # tansu prints "ready" after it has bound the port; a metadata request then proves it speaks Kafka.
-            if _READY.search(self.log_tail(50)):
-                remaining = max(deadline - time.monotonic(), 0.1)
-                error = _run_blocking(_metadata_error(self.bootstrap, min(remaining, 5.0)))
-                if error is None and process.poll() is None:
-                    return
-                last_error = error or last_error
-            time.sleep(_POLL_S)
+            if not _READY.search(process.log_tail(50)):
+                return False
+            remaining = max(deadline - time.monotonic(), 0.1)
+            error = _run_blocking(_metadata_error(self.bootstrap, min(remaining, 5.0)))
+            last_error = error or last_error
+            return error is None
+
+        state = process.wait_ready(ready, timeout_s=self.startup_timeout_s, poll_s=_POLL_S)
+        if state is Readiness.READY:
+            return
         tail = self.log_tail()
+        if state is Readiness.EXITED:
+            self.stop()
+            if "AddrInUse" in tail or "Address in use" in tail:
+                raise _PortInUse(_quote(tail))
+            raise EmbeddedBrokerError(
+                f"tansu exited with code {process.returncode} before it was ready; see {self.log_path}. "
+                f"{_quote(tail)}"
+            )
         raise EmbeddedBrokerError(
             f"tansu did not become ready on {self.bootstrap} within {self.startup_timeout_s:g} s ({last_error}): "
             f"raise MODCASCADE_BROKER_STARTUP_TIMEOUT_S or read {self.log_path}. {_quote(tail)}"

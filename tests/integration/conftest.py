@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,11 +16,9 @@ import pytest
 from pipeline.backends import Classifier, make_classifier
 from pipeline.policy import Policy, load_policy
 from pipeline.serving import ModelServer
+from tests.support import REPO
+from tests.support.models import MAX_LENGTH, MAX_MODEL_LEN, Engines
 from tests.support.processes import assert_no_new_children, child_pids
-
-REPO = Path(__file__).resolve().parents[2]
-MAX_LENGTH = 128
-MAX_MODEL_LEN = 256
 
 
 @pytest.fixture(scope="session")
@@ -49,12 +46,6 @@ def minilm_dir(tmp_path_factory: pytest.TempPathFactory, policy: Policy) -> Path
     model.save_pretrained(str(out))
     AutoTokenizer.from_pretrained(str(base), local_files_only=True).save_pretrained(str(out))
     return out
-
-
-@dataclass
-class Engines:
-    server: ModelServer
-    local: Classifier
 
 
 @pytest.fixture(scope="session")

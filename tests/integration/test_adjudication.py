@@ -29,11 +29,9 @@ from pipeline.records import AdjudicationRequest, Label, Post, Verdict
 from pipeline.retry import Backoff
 from pipeline.services import run_adjudicate_worker, run_classify_worker
 from pipeline.settings import Settings
-from tests.support.frontier import MessagesServer, Reply, Usage, user_text
 from tests.support.cascade import REPO, cascade_settings, make_stream, publish
+from tests.support.frontier import MessagesServer, Reply, Usage, user_text
 from tests.support.kafka import ProducerFactory
-
-pytestmark = pytest.mark.integration
 
 LABELS = ("safe", "spam", "harassment", "hate", "sexual", "violence", "self_harm")
 BAND = {"safe": 0.40, "spam": 0.55, "harassment": 0.01, "hate": 0.01, "sexual": 0.01, "violence": 0.01,

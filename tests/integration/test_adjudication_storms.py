@@ -23,11 +23,11 @@ from pipeline.metrics import Metrics
 from pipeline.records import AdjudicationRequest, Post, Verdict
 from pipeline.services import run_adjudicate_worker
 from pipeline.settings import Settings
-from tests.support.frontier import MessagesServer, Reply
 from tests.support.cascade import REPO, cascade_settings, publish, read_verdicts
+from tests.support.frontier import MessagesServer, Reply
 from tests.support.kafka import ProducerFactory
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.broker
 
 DEFAULT_YAML = (REPO / "policies" / "default.yaml").read_text()
 SCORES = {"safe": 0.40, "spam": 0.55, "harassment": 0.01, "hate": 0.01, "sexual": 0.01, "violence": 0.01,

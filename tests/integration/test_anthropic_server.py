@@ -27,8 +27,6 @@ from anthropic.types.messages.batch_create_params import Request
 
 from tests.support.frontier import MessagesServer, Reply, Usage, user_text
 
-pytestmark = pytest.mark.integration
-
 MODEL = "claude-sonnet-4-6"  # not in the SDK's DEPRECATED_MODELS: a deprecated id warns, and warnings are errors
 SYSTEM_TEXT = "You are a content moderator. Judge the post between the delimiters. " * 40
 VERDICT = {"category": "spam", "decision": "block", "rationale": "Unsolicited advertising with a bait link."}

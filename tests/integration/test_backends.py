@@ -18,10 +18,11 @@ from pipeline.backends.vllm_http import RetryPolicy, VllmHttpClassifier
 from pipeline.errors import BackendUnavailable, ModelMismatchError
 from pipeline.policy import Policy, parse_policy
 from pipeline.serving import ModelServer
-from tests.integration.conftest import MAX_LENGTH, REPO, Engines
+from tests.support import REPO
+from tests.support.models import MAX_LENGTH, Engines
 
 pytestmark = [
-    pytest.mark.integration,
+    pytest.mark.model,
     # torch 2.13 warns when vLLM's import chain reaches torch.jit.script_method (third-party, unavoidable).
     pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"),
 ]

@@ -31,13 +31,14 @@ from pipeline.records import AdjudicationRequest, DeadLetter
 from pipeline.retry import Backoff
 from pipeline.services import run_classify_worker
 from pipeline.settings import Settings
-from tests.support.frontier import MessagesServer, Reply, user_text
 from tests.support.cascade import REPO, Stream, collect, publish
-from tests.integration.conftest import MAX_LENGTH, Engines
+from tests.support.frontier import MessagesServer, Reply, user_text
 from tests.support.kafka import ProducerFactory
+from tests.support.models import MAX_LENGTH, Engines
 
 pytestmark = [
-    pytest.mark.integration,
+    pytest.mark.broker,
+    pytest.mark.model,
     pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"),
 ]
 

@@ -37,8 +37,6 @@ from pipeline.records import DeadLetter, Verdict
 from pipeline.retry import Backoff
 from tests.support.frontier import MessagesServer, Reply, user_text
 
-pytestmark = pytest.mark.integration
-
 REPO = Path(__file__).resolve().parents[2]
 POLICY = load_policy(REPO / "policies" / "default.yaml")
 LABELS = (POLICY.taxonomy.safe, *POLICY.taxonomy.categories)

@@ -17,7 +17,7 @@ from pipeline.intake import RawRecord
 from pipeline.settings import Settings
 from tests.support.kafka import ProducerFactory, TopicFactory, unique
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.broker
 
 PARTITIONS = 3
 PER_PARTITION = 20

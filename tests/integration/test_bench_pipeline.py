@@ -3,13 +3,9 @@ small: the result is well formed and every post came out once (no timing thresho
 
 from __future__ import annotations
 
-import pytest
-
 from pipeline.bench.pipeline import CEILING_BATCH, measure_ceiling, render_markdown
 from pipeline.settings import Settings
 from tests.support.cascade import REPO
-
-pytestmark = pytest.mark.integration
 
 
 async def test_the_ceiling_run_moves_every_post_once(kafka_settings: Settings) -> None:

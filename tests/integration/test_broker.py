@@ -16,7 +16,7 @@ from pipeline.kafka import EmbeddedBroker
 from pipeline.settings import Settings
 from tests.support.kafka import read_records, unique
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.broker
 
 
 @pytest.fixture

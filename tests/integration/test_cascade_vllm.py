@@ -26,12 +26,13 @@ from pipeline.policy import Policy
 from pipeline.services import run_classify_worker
 from pipeline.settings import Settings
 from tests.support.cascade import REPO, assert_accounted, cascade_settings, collect, make_stream, publish
-from tests.integration.conftest import MAX_LENGTH, Engines
 from tests.support.kafka import ProducerFactory
+from tests.support.models import MAX_LENGTH, Engines
 from tests.support.processes import start_worker
 
 pytestmark = [
-    pytest.mark.integration,
+    pytest.mark.broker,
+    pytest.mark.model,
     pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"),
 ]
 

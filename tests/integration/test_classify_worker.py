@@ -22,7 +22,7 @@ from pipeline.settings import Settings
 from tests.support.cascade import REPO, assert_accounted, cascade_settings, collect, make_stream, publish
 from tests.support.kafka import ProducerFactory
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.broker
 
 LABELS = ("safe", "spam", "harassment", "hate", "sexual", "violence", "self_harm")
 

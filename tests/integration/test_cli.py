@@ -18,8 +18,6 @@ from pipeline.settings import Settings
 from tests.support.frontier import MessagesServer, Reply, Usage
 from tests.support.kafka import unique
 
-pytestmark = pytest.mark.integration
-
 
 def modcascade(*args: str, env: dict[str, str], timeout: float = 90) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=env, capture_output=True, text=True,
@@ -110,6 +108,7 @@ def test_produce_then_tail_returns_the_lines_byte_for_byte(cli_env: dict[str, st
     assert codec.decode(lines[0], Post).id == "a1"
 
 
+@pytest.mark.tools
 def test_policy_check_exit_codes(tmp_path: Path) -> None:
     env = dict(os.environ)
     ok = modcascade("policy", "check", "policies/", env=env)

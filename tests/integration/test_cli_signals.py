@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.settings import Settings
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.broker
 
 
 def _free_port() -> int:

@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer
 from pipeline.settings import Settings
 from tests.support.kafka import ConsumerFactory, ProducerFactory, TopicFactory, fast_group, read_records, unique
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.broker
 
 PARTITIONS = 4
 

@@ -1,4 +1,4 @@
-"""The one-environment decision (README, "One environment, and why"): faust-streaming, vLLM and a click
+"""The one-environment decision (docs/decisions.md, "One environment"): faust-streaming, vLLM and a click
 newer than faust's pin live in one environment, and a real faust worker still moves records on it."""
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ from packaging.version import Version
 from pipeline.settings import Settings
 from tests.support.kafka import ConsumerFactory, ProducerFactory, TopicFactory, read_records
 
-pytestmark = pytest.mark.integration
-
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -29,6 +27,7 @@ def test_click_is_newer_than_faust_pins() -> None:
     assert not faust_click.specifier.contains(click), f"faust's pin {faust_click} is overridden on purpose"
 
 
+@pytest.mark.tools
 async def test_faust_vllm_and_click_import_together() -> None:
     # A subprocess: importing vLLM starts threads and registers things this test process should not keep.
     process = await asyncio.create_subprocess_exec(

@@ -22,9 +22,10 @@ from pathlib import Path
 import pytest
 
 from pipeline import codec
+from pipeline.monitor.baseline import load_baseline
 from pipeline.policy import Policy, load_policy
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.model
 
 REPO = Path(__file__).resolve().parents[2]
 SEED = REPO / "pipeline" / "data" / "seed_corpus.jsonl"
@@ -118,8 +119,13 @@ def test_calibrate_proposes_bands_that_meet_the_target_on_the_check_split(
     assert result.returncode == 0, result.stderr[-3000:]
     assert hashlib.sha256(POLICY.read_bytes()).hexdigest() == live_before  # the live policy is never written
     assert {p.name for p in out.iterdir()} == {"calibration.json", "calibration.md", "policy.diff",
-                                               "default.proposed.yaml", "reliability.png", "escalation_curve.png"}
+                                               "default.proposed.yaml", "reliability.png", "escalation_curve.png",
+                                               "monitor-baseline.json"}
     assert "escalation rate vs quality" in result.stdout
+    # The drift monitor's baseline for this model: every held-out row's raw scores, binned like the monitor bins.
+    baseline = load_baseline(out / "monitor-baseline.json", bins=load_policy(POLICY).monitor.score_bins)
+    assert baseline.posts == len(held_out.read_bytes().splitlines())
+    assert all(sum(h) == baseline.posts for h in baseline.score_histograms.values())
 
     report = codec.loads((out / "calibration.json").read_bytes())
     assert not report["proposal"]["capped"], "the cap narrowed the bands: the targets are then not promised"

@@ -34,7 +34,7 @@ from tests.support.kafka import ConsumerFactory, ProducerFactory, read_records
 from tests.support.processes import start_worker
 from tests.support.samples import SCORES, T0
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.broker
 
 PII_TEXT = "WIN big, write to winner@prizes.example.com or call 555-123-4567"
 

@@ -22,7 +22,9 @@ import pytest
 
 from pipeline.settings import Settings
 from tests.support.cascade import assert_accounted, collect, make_stream, publish
-from tests.integration.conftest import Engines
+from tests.support.kafka import ProducerFactory
+from tests.support.models import Engines
+from tests.support.processes import start_worker
 from tests.support.workers import (
     READY,
     committed_offsets,
@@ -33,11 +35,10 @@ from tests.support.workers import (
     wait_for_line,
     worker_env,
 )
-from tests.support.kafka import ProducerFactory
-from tests.support.processes import start_worker
 
 pytestmark = [
-    pytest.mark.integration,
+    pytest.mark.broker,
+    pytest.mark.model,
     pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"),
 ]
 

@@ -13,7 +13,7 @@ from pipeline.kafka import delete_topics, ensure_topics, make_admin
 from pipeline.settings import Settings
 from tests.support.kafka import unique
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.broker
 
 
 async def _cleanup_policies(settings: Settings, topics: list[str]) -> dict[str, str | None]:

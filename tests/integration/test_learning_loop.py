@@ -37,7 +37,7 @@ from tests.support.cascade import REPO, cascade_settings, publish
 from tests.support.kafka import ProducerFactory
 from tests.support.samples import T0
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.broker, pytest.mark.model]
 
 POSTS = 900
 REDELIVERED = 100

@@ -34,10 +34,8 @@ from pipeline.retry import Backoff
 from pipeline.services import run_adjudicate_worker
 from pipeline.settings import Settings
 from tests.support.cascade import REPO, cascade_settings, read_verdicts
-from tests.support.kafka import ProducerFactory
 from tests.support.frontier import ChatReply, ChatServer, ChatUsage
-
-pytestmark = pytest.mark.integration
+from tests.support.kafka import ProducerFactory
 
 DEFAULT_YAML = (REPO / "policies" / "default.yaml").read_text()
 OPENAI_YAML = (DEFAULT_YAML.replace("provider: anthropic", "provider: openai")

@@ -7,7 +7,7 @@ import pytest
 from pipeline.kafka import probe_features
 from pipeline.settings import Settings
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.broker
 
 FEATURES = {"idempotent_producer", "transactions", "consumer_group_rebalance", "compacted_topic", "max_message_size"}
 

@@ -28,7 +28,7 @@ from pipeline.settings import Settings
 from tests.support.cascade import REPO, Stream, assert_accounted, cascade_settings, collect, make_stream, publish
 from tests.support.kafka import ProducerFactory
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.broker
 
 LABELS = ("safe", "spam", "harassment", "hate", "sexual", "violence", "self_harm")
 LAG = "modcascade_consumer_lag"

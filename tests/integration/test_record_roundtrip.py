@@ -21,7 +21,7 @@ from pipeline.settings import Settings
 from tests.support.kafka import ConsumerFactory, ProducerFactory, TopicFactory, read_records
 from tests.support.samples import sample_records
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.broker
 
 
 def _post_id(record: Record) -> str:

@@ -8,7 +8,7 @@ from pipeline.kafka import delete_topics, ensure_topics, make_admin
 from pipeline.settings import Settings
 from tests.support.kafka import unique
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.broker
 
 
 async def _partition_counts(settings: Settings, names: list[str]) -> dict[str, int]:
@@ -29,7 +29,7 @@ async def test_creates_every_topic_with_the_configured_partitions_and_is_idempot
         update={"topics": kafka_settings.topics.model_copy(update={"prefix": unique("topics") + "."})}
     )
     names = list(settings.topics.all().values())
-    assert len(names) == 6  # the five of the data flow, and shadow
+    assert len(names) == 9  # the five of the data flow, shadow, the monitor's alerts and control, and budget
     try:
         assert sorted(await ensure_topics(settings)) == sorted(names)
         expected = dict.fromkeys(names, settings.kafka.partitions)

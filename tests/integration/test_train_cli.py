@@ -10,7 +10,7 @@ import pytest
 
 from pipeline import codec
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.model
 
 SEED = Path("pipeline/data/seed_corpus.jsonl")
 

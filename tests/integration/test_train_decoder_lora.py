@@ -26,7 +26,7 @@ from pipeline.training.trainer import TrainConfig, TrainResult, train
 from tests.support.processes import assert_no_new_children, child_pids
 
 pytestmark = [
-    pytest.mark.integration,
+    pytest.mark.model,
     # torch 2.13 warns when vLLM's import chain reaches torch.jit.script_method (third-party, unavoidable).
     pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"),
 ]

@@ -13,7 +13,7 @@ from pipeline.training.card import CARD_JSON, CARD_MD, write_card
 from pipeline.training.data import Example, load_examples
 from pipeline.training.trainer import ARCHITECTURE, TrainConfig, TrainResult, train
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.model
 
 SEED_CORPUS = Path(__file__).parents[2] / "pipeline" / "data" / "seed_corpus.jsonl"
 LABELS = ("harassment", "safe", "spam")

@@ -4,8 +4,8 @@ accounting of the outputs by post id (the no-loss promise is checked per id, nev
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
-import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,7 +14,8 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 
 from pipeline import codec
-from pipeline.kafka import ensure_topics, make_consumer
+from pipeline.kafka import ensure_topics
+from pipeline.kafka.readback import Message, TopicReader, send_all
 from pipeline.records import AdjudicationRequest, DeadLetter, Verdict
 from pipeline.settings import Settings, TopicNames
 from tests.support.kafka import unique
@@ -82,13 +83,7 @@ def make_stream(n: int, *, malformed_every: int = 50, seed: int = 3, prefix: str
 async def publish(producer: AIOKafkaProducer, topic: str, records: Sequence[tuple[bytes, bytes]],
                   rate_per_s: float | None = None) -> None:
     """Publish records (at ``rate_per_s`` when given) and wait for every acknowledgement."""
-    pending = []
-    started = time.monotonic()
-    for i, (key, value) in enumerate(records):
-        if rate_per_s is not None and (ahead := i / rate_per_s - (time.monotonic() - started)) > 0:
-            await asyncio.sleep(ahead)
-        pending.append(await producer.send(topic, value, key=key))
-    await asyncio.gather(*pending)
+    await send_all(producer, topic, records, rate_per_s=rate_per_s)
 
 
 @dataclass
@@ -110,29 +105,30 @@ class Outputs:
 
 async def collect(settings: Settings, stream: Stream, *, timeout_s: float, quiet_s: float = 1.0) -> Outputs:
     """Read verdicts, adjudication and dead-letter from the start until every post of ``stream`` has an
-    output (then ``quiet_s`` more, so duplicates show up) or ``timeout_s`` passes."""
+    output (then until nothing more comes for ``quiet_s``, so duplicates show up) or ``timeout_s`` passes."""
     topics = settings.topics.all()
-    consumer = make_consumer(settings, topics["verdicts"], topics["adjudication"], topics["dead_letter"],
-                             group_id=None)
-    await consumer.start()
+    outputs = [topics["verdicts"], topics["adjudication"], topics["dead_letter"]]
+
     out = Outputs()
-    deadline = time.monotonic() + timeout_s
-    done_at: float | None = None
-    try:
-        while time.monotonic() < deadline and (done_at is None or time.monotonic() < done_at + quiet_s):
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                for m in records:
-                    assert m.value is not None
-                    if m.topic == topics["verdicts"]:
-                        out.verdicts.append(codec.decode(m.value, Verdict))
-                    elif m.topic == topics["adjudication"]:
-                        out.requests.append(codec.decode(m.value, AdjudicationRequest))
-                    else:
-                        out.dead_letters.append(codec.decode(m.value, DeadLetter))
-            if done_at is None and out.complete(stream):
-                done_at = time.monotonic()
-    finally:
-        await consumer.stop()
+    decoded = 0
+
+    def complete(messages: list[Message]) -> bool:
+        nonlocal decoded
+        for m in messages[decoded:]:
+            assert m.value is not None
+            if m.topic == topics["verdicts"]:
+                out.verdicts.append(codec.decode(m.value, Verdict))
+            elif m.topic == topics["adjudication"]:
+                out.requests.append(codec.decode(m.value, AdjudicationRequest))
+            else:
+                out.dead_letters.append(codec.decode(m.value, DeadLetter))
+        decoded = len(messages)
+        return out.complete(stream)
+
+    async with TopicReader.open(settings, outputs) as reader:
+        with contextlib.suppress(TimeoutError):  # the caller's accounting says what is missing
+            await reader.read_until(complete, timeout_s=timeout_s, quiet_s=quiet_s)
+        complete(reader.messages)  # what came during the quiet period
     return out
 
 
@@ -158,17 +154,18 @@ async def read_verdicts(settings: Settings, count: int, *, worker: asyncio.Task[
                         ) -> dict[str, Verdict]:
     """Verdicts from the start of the ``verdicts`` topic, de-duplicated by ``verdict_id``, until ``count`` of
     them arrived; fails at once if ``worker`` stops first."""
-    consumer = make_consumer(settings, settings.topics.all()["verdicts"], group_id=None)
-    await consumer.start()
     verdicts: dict[str, Verdict] = {}
-    try:
-        async with asyncio.timeout(timeout_s):
-            while len(verdicts) < count:
-                for batch in (await consumer.getmany(timeout_ms=200)).values():
-                    for m in batch:
-                        verdict = codec.decode(m.value or b"", Verdict)
-                        verdicts.setdefault(verdict.verdict_id, verdict)
-                assert not worker.done(), worker
-    finally:
-        await consumer.stop()
+    decoded = 0
+
+    def enough(messages: list[Message]) -> bool:
+        nonlocal decoded
+        assert not worker.done(), worker
+        for m in messages[decoded:]:
+            verdict = codec.decode(m.value or b"", Verdict)
+            verdicts.setdefault(verdict.verdict_id, verdict)
+        decoded = len(messages)
+        return len(verdicts) >= count
+
+    async with TopicReader.open(settings, [settings.topics.all()["verdicts"]]) as reader:
+        await reader.read_until(enough, timeout_s=timeout_s)
     return verdicts

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from pipeline.records import (
     AdjudicationRequest,
+    Alert,
+    BudgetLedger,
     DeadLetter,
+    GuardState,
     Label,
     Post,
     Record,
     ShadowDecision,
     Verdict,
+    alert_id,
     verdict_id,
 )
 
@@ -40,4 +44,12 @@ def sample_records() -> list[Record]:
                        live_decision="escalate", live_category="spam", shadow_policy="default-candidate",
                        shadow_policy_version="9a8b7c6d5e4f", shadow_decision="block", shadow_category="spam",
                        decided_at=T0),
+        Alert(alert_id=alert_id("default", "drift", "spam", T0), kind="drift", policy="default", category="spam",
+              window_start=T0, window_end=T0 + timedelta(minutes=5), value=0.41, reference=None, threshold=0.25,
+              count=1200, message="spam scores drifted: PSI 0.41 > 0.25", raised_at=T0),
+        GuardState(policy="default", category="spam", tripped=True, by="monitor", reason="spam: 300 of 500 blocked",
+                   alert_id=alert_id("default", "block_rate", "spam", T0), block_rate=0.6, reference=0.05,
+                   window_start=T0, expires_at=T0 + timedelta(hours=1), changed_at=T0),
+        BudgetLedger(budget="escalation", source_topic="adjudication", partition=2,
+                     entries=((T0.timestamp() + 3600, 3, 0.012), (T0.timestamp() + 3660, 1, 0.004)), updated_at=T0),
     ]

@@ -17,7 +17,7 @@ from aiokafka import TopicPartition
 from pipeline.kafka import make_admin, make_consumer
 from pipeline.settings import Settings
 from tests.support.cascade import REPO, Stream, cascade_settings
-from tests.integration.conftest import MAX_LENGTH, Engines
+from tests.support.models import MAX_LENGTH, Engines
 
 BATCH_MAX_POSTS = 64
 """Posts per batch of the worker processes: what one worker can have published and not yet committed."""

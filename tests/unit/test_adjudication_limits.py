@@ -9,19 +9,7 @@ import time
 import pytest
 
 from pipeline.adjudication.limits import BreakerState, CircuitBreaker, EscalationBudget, TokenBucket
-
-
-class FakeClock:
-    """A monotonic clock that moves only when a test calls ``advance``."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.support.fakes import FakeClock
 
 
 @pytest.fixture

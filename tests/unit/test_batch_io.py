@@ -365,7 +365,7 @@ def test_parquet_schema_has_every_verdict_field() -> None:
     assert types["scores"].type == pa.map_(pa.string(), pa.float64())
     assert types["flags"].type == pa.list_(pa.string())
     assert types["decided_at"].type == pa.timestamp("us", tz="UTC")
-    assert {f.name for f in VERDICT_SCHEMA if f.nullable} == {"category", "rationale"}
+    assert {f.name for f in VERDICT_SCHEMA if f.nullable} == {"category", "rationale", "supersedes", "guard"}
 
 
 def test_parquet_sink_parts_resume_and_finish(tmp_path: Path) -> None:

@@ -1,8 +1,11 @@
 """The batch benchmark's pure parts (``modcascade bench --suites batch``): goals, the markdown section, the batch
-subprocess's environment and the output check. No benchmark runs here."""
+subprocess's environment, the output check and the process-tree memory sample. No benchmark runs here."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ from pipeline.batch.runner import Outputs
 from pipeline.bench.batch import (
     BatchBenchResult,
     BatchRunResult,
+    ProcessTreeRss,
     batch_command,
     batch_environment,
     check_batch_outputs,
@@ -134,3 +138,21 @@ def test_benchmarks_md_has_the_section_the_suite_rewrites() -> None:
 
     assert text.index("<!-- bench:pipeline:end -->") < text.index("<!-- bench:batch:start -->") \
         < text.index("<!-- bench:batch:end -->")
+
+
+@pytest.mark.tools
+def test_the_process_tree_sample_counts_the_children(spawn: list[subprocess.Popen[bytes]]) -> None:
+    """What the bench measures and production batch does not: the engine core is a child process."""
+    tree = ProcessTreeRss(os.getpid())
+    alone = tree.peak_bytes()
+    assert alone > 20 * MIB
+    child = subprocess.Popen([sys.executable, "-c", "b = bytearray(96 * 2**20); print('ready', flush=True); "
+                              "import sys; sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    spawn.append(child)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"ready\n"
+        assert tree.peak_bytes() >= alone + 96 * MIB
+    finally:
+        child.kill()
+        child.communicate()  # reaps it and closes the pipes
+    assert ProcessTreeRss.scope.startswith("the batch process and its children")

@@ -35,6 +35,7 @@ def dataset(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.mark.tools
 def test_stats_prints_counts_and_disagreement(dataset: Path) -> None:
     result = modcascade("dataset", "stats", dataset=dataset)
     assert result.returncode == 0, result.stderr
@@ -42,6 +43,7 @@ def test_stats_prints_counts_and_disagreement(dataset: Path) -> None:
     assert "small model vs adjudicator" in result.stdout and "2026-11-26" in result.stdout
 
 
+@pytest.mark.tools
 def test_export_writes_splits_that_train_can_read(dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "export"
     result = modcascade("dataset", "export", "--out", str(out), "--golden", str(tmp_path / "golden.jsonl"),
@@ -54,6 +56,7 @@ def test_export_writes_splits_that_train_can_read(dataset: Path, tmp_path: Path)
     assert (out / "manifest.json").exists()
 
 
+@pytest.mark.tools
 def test_export_of_an_empty_dataset_names_the_folder_and_the_fix(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     result = modcascade("dataset", "export", "--out", str(tmp_path / "out"), "--dir", str(tmp_path / "empty"),
@@ -63,12 +66,14 @@ def test_export_of_an_empty_dataset_names_the_folder_and_the_fix(tmp_path: Path)
     assert str(tmp_path / "empty") in result.stderr
 
 
+@pytest.mark.tools
 def test_a_missing_dataset_folder_is_an_error_not_an_empty_dataset(tmp_path: Path) -> None:
     result = modcascade("dataset", "stats", dataset=tmp_path / "typo")
     assert result.returncode == 2
     assert "no dataset there: pass --dir" in result.stderr
 
 
+@pytest.mark.tools
 def test_compact_drops_superseded_rows(dataset: Path) -> None:
     result = modcascade("dataset", "compact", dataset=dataset)
     assert result.returncode == 0, result.stderr

@@ -26,7 +26,7 @@ MODEL = ModelSummary("m", "v1")
 DATA = DataSummary(None, 0, "0" * 64)
 
 TOP_KEYS = {"schema_version", "model", "data", "labels", "macro_f1", "accuracy", "ece", "worst_slice_f1",
-            "per_class", "worst_slice", "confusion", "reliability", "cascade"}
+            "per_class", "worst_slice", "confusion", "reliability", "cascade", "live_precision"}
 CASCADE_KEYS = {"policy", "posts", "outcomes", "escalation_rate", "escalations_by_category", "kept",
                 "kept_accuracy", "action_precision", "missed_harm_rate", "cost_per_1k_posts"}
 

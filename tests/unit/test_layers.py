@@ -1,7 +1,7 @@
 """The direction of dependencies (docs/architecture.md): every module imports only its own layer or lower ones.
 
     6  entry points   pipeline.cli, workers
-    5  app shell      main job, runtime, summary, the commands behind the CLI, batch command, bench
+    5  app shell      main job, runtime, summary, the commands behind the CLI, batch command, bench, review console
     4  services       the stream services and the components they are built from (settings → parts)
     3  stages         classify, adjudicate, feedback and batch stages; the Kafka stream loop that runs them
     2  domain         backends, adjudicators, policy, dataset, evaluation, training, promotion, Kafka clients
@@ -33,8 +33,14 @@ LAYERS: dict[str, int] = {
     "pipeline.training.command": 5,
     "pipeline.schema_export": 5,
     "pipeline.settings_reference": 5,
+    "pipeline.review": 5,
+    "pipeline.review.rules": 2,
+    "pipeline.review.decision": 2,
+    "pipeline.review.stats": 2,
+    "pipeline.review.auth": 2,
     "pipeline.services": 4,
     "pipeline.components": 4,
+    "pipeline.monitor.app": 4,
     "pipeline.cascade.stage": 3,
     "pipeline.adjudication.stage": 3,
     "pipeline.dataset.feedback": 3,
@@ -48,6 +54,7 @@ LAYERS: dict[str, int] = {
     "pipeline.evaluation": 2,
     "pipeline.training": 2,
     "pipeline.promotion": 2,
+    "pipeline.monitor": 2,
     "pipeline.kafka": 2,
     "pipeline.serving": 2,
     "pipeline.process": 2,

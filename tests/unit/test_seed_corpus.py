@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from collections import Counter
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pipeline.data import seed
+from pipeline.errors import ConfigError
 from pipeline.intake import RawRecord, read_post
 from pipeline.records import DeadLetter, Post
 
 DATA = Path(seed.__file__).parent
+REPO = DATA.parents[1]
 SAMPLE_PATH = DATA / "sample_posts.jsonl"
 TAXONOMY = {"safe", "spam", "harassment", "hate", "sexual", "violence", "self_harm"}
 
@@ -76,10 +80,41 @@ def test_hard_negatives_are_safe_and_at_least_a_quarter_of_safe(corpus: list[dic
 
 
 def test_every_label_has_many_templates() -> None:
-    assert set(seed.TEMPLATES) == TAXONOMY
-    for label, templates in seed.TEMPLATES.items():
+    words = seed.load_templates()
+    assert set(words.templates) == TAXONOMY
+    for label, templates in words.templates.items():
         assert len(set(templates)) >= 40, label
-    assert len(set(seed.HARD_NEGATIVE_TEMPLATES)) >= 40
+    assert len(set(words.hard_negatives)) >= 40
+
+
+def test_the_templates_file_ships_with_the_package() -> None:
+    package_data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert any(fnmatch(str(seed.TEMPLATES_PATH.relative_to(REPO / "pipeline")), pattern)
+               for pattern in package_data["pipeline"])
+
+
+def _broken(tmp_path: Path, old: str, new: str) -> Path:
+    text = seed.TEMPLATES_PATH.read_text(encoding="utf-8")
+    assert old in text
+    path = tmp_path / "seed_templates.yaml"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(("old", "new", "problem"), [
+    ("  city:\n", "  name:\n", "duplicate key 'name'"),
+    ('"just finished {show} and wow', '"just finished {shows} and wow', "unknown slot"),
+    ("hard_negatives:\n", "hard_negative:\n", "hard_negative"),
+    ('  spam:\n    - "', '  spam_:\n    - "', "exactly the labels"),
+    ('    self_harm: ["', '    self_harm: [] #["', "must not be empty"),
+])
+def test_a_broken_templates_file_is_refused_with_the_file_and_the_problem(
+    tmp_path: Path, old: str, new: str, problem: str,
+) -> None:
+    path = _broken(tmp_path, old, new)
+    with pytest.raises(ConfigError, match=str(path)) as caught:
+        seed.load_templates(path)
+    assert problem in str(caught.value)
 
 
 def test_posts_are_mostly_short(corpus: list[dict[str, Any]]) -> None:

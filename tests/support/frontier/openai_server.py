@@ -1,5 +1,5 @@
 """A scripted stand-in for an OpenAI-compatible Chat Completions API (what vLLM serves), for tests that run the
-real ``openai`` SDK against it, the way :mod:`tests.support.frontier` does for the Messages API::
+real ``openai`` SDK against it, the way :mod:`tests.support.frontier.anthropic_server` does for the Messages API::
 
     async with ChatServer(default=ChatReply.tool({"category": "spam", ...})) as server:
         server.script(ChatReply.error(429, retry_after=2), ChatReply.tool('{"category": "sp'))  # broken JSON
