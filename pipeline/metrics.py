@@ -7,13 +7,72 @@ Names follow Prometheus conventions: ``modcascade_`` prefix, ``_total`` counters
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
 
 # Seconds. Covers a 5 ms cache hit up to a 60 s frontier call under backoff.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+WILSON_Z = 1.959963984540054
+"""z of a two-sided 95% interval: the live-precision gauges and reports give 95% Wilson intervals."""
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    """A proportion ``successes / n`` with its Wilson score interval [low, high]."""
+
+    successes: int
+    n: int
+    estimate: float
+    low: float
+    high: float
+
+
+def wilson_interval(successes: int, n: int, z: float = WILSON_Z) -> Interval:
+    """The Wilson score interval of a binomial proportion (95% with the default ``z``).
+
+    Unlike the normal approximation it stays inside [0, 1] and is sensible at 0 or n successes and for small n,
+    which is what a thin audit sample of a rare category gives. ``n == 0`` says nothing: estimate 0, interval
+    [0, 1]."""
+    if n < 0 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n, got successes={successes}, n={n}")
+    if not z > 0:
+        raise ValueError(f"z must be > 0, got {z!r}")
+    if n == 0:
+        return Interval(0, 0, 0.0, 0.0, 1.0)
+    p = successes / n
+    z2 = z * z
+    denominator = 1.0 + z2 / n
+    center = (p + z2 / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1.0 - p) / n + z2 / (4.0 * n * n)) / denominator
+    # At 0 or n successes the bound is exactly 0 or 1; rounding must not leave it a hair off.
+    low = 0.0 if successes == 0 else max(0.0, center - half)
+    high = 1.0 if successes == n else min(1.0, center + half)
+    return Interval(successes, n, p, low, high)
+
+
+@dataclass
+class LivePrecision:
+    """Running audit counts of this process, per category, and the live-precision gauge they set
+    (``Metrics.live_precision``; the adjudication stage keeps one).
+
+    The gauge is this worker's view since it started (several adjudicate workers each see part of the sample and
+    restarts begin again at zero): the authoritative number comes from the dataset's audit labels
+    (``modcascade dataset stats``), which every worker's outcomes reach."""
+
+    gauge: Gauge
+    counts: dict[str, list[int]] = field(default_factory=dict)  # category -> [agreed, audited]
+
+    def record(self, category: str, agrees: bool) -> Interval:
+        counts = self.counts.setdefault(category, [0, 0])
+        counts[0] += int(agrees)
+        counts[1] += 1
+        interval = wilson_interval(counts[0], counts[1])
+        for bound, value in (("estimate", interval.estimate), ("low", interval.low), ("high", interval.high)):
+            self.gauge.labels(category, bound).set(value)
+        return interval
 
 
 @dataclass(frozen=True)
@@ -45,6 +104,12 @@ class Metrics:
     # Shadow policy (a candidate decided next to the live one)
     shadow_decisions: Counter
     shadow_disagreements: Counter
+    # Audit sample (final small-model verdicts judged again by the frontier)
+    audit_requests: Counter
+    audit_outcomes: Counter
+    audit_skipped: Counter
+    audit_cost_usd: Counter
+    live_precision: Gauge
     # Policy
     policy_info: Info
     policy_reloads: Counter
@@ -53,6 +118,19 @@ class Metrics:
     # Feedback (retraining dataset)
     labels_written: Counter
     labels_skipped: Counter
+    # Drift monitor (one window behind: each value is that of the last window evaluated)
+    monitor_windows: Counter
+    monitor_window_end: Gauge
+    monitor_psi: Gauge
+    monitor_escalation_rate: Gauge
+    monitor_block_rate: Gauge
+    monitor_disagreement_rate: Gauge
+    monitor_dead_letter_rate: Gauge
+    alerts: Counter
+    # Action guard (set by the classify workers that read the control topic)
+    guard_tripped: Gauge
+    guard_diverted: Counter
+    guard_verdicts: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -105,6 +183,24 @@ class Metrics:
             shadow_disagreements=counter("shadow_disagreements", "Posts the shadow policy would have decided "
                                          "differently from the live one, by live and shadow decision.",
                                          ("live", "shadow")),
+            audit_requests=counter("audit_requests", "Final verdicts drawn into the audit sample (sent to the "
+                                   "frontier again), by route and category ('none' for allows).",
+                                   ("route", "category")),
+            audit_outcomes=counter("audit_outcomes", "Audits the frontier answered, by the audited verdict's route "
+                                   "and category ('none' for allows) and agreement (agree, disagree).",
+                                   ("route", "category", "agreement")),
+            audit_skipped=counter("audit_skipped", "Audits dropped without an answer, by reason (over_budget: the "
+                                  "audit budget; frontier_unavailable, frontier_rejected, frontier_refusal, ...).",
+                                  ("reason",)),
+            audit_cost_usd=counter("audit_cost_usd", "Frontier spend on audits in US dollars (also counted in "
+                                   "modcascade_frontier_cost_usd_total)."),
+            live_precision=Gauge(
+                "modcascade_audit_live_precision",
+                "Estimated live precision of the small model's final verdicts of a category ('none' for allows): "
+                "the share of audited verdicts the frontier agreed with (bound=estimate) and its 95% Wilson "
+                "interval (bound=low, high), from this process's audits since it started; the dataset's audit "
+                "labels give the authoritative number (modcascade dataset stats).",
+                ("category", "bound"), registry=reg),
             policy_info=Info("modcascade_policy", "The policy in force.", registry=reg),
             policy_reloads=counter("policy_reloads", "Policy reloads that changed the policy in force."),
             policy_reload_errors=counter("policy_reload_errors", "Policy edits rejected as invalid."),
@@ -116,6 +212,33 @@ class Metrics:
             labels_written=counter("labels_written", "Labels written to the retraining dataset.", ("source",)),
             labels_skipped=counter("labels_skipped", "Labels that added no dataset row: duplicate (delivered again) "
                                    "or superseded (a better label of the post is kept).", ("reason",)),
+            monitor_windows=counter("monitor_windows", "Windows the monitor evaluated, by policy.", ("policy",)),
+            monitor_window_end=Gauge("modcascade_monitor_window_end_seconds", "End (Unix time) of the last window "
+                                     "the monitor evaluated, by policy.", ("policy",), registry=reg),
+            monitor_psi=Gauge("modcascade_monitor_psi", "Population stability index of a category's small-model "
+                              "scores in the last window against the reference.", ("policy", "category"),
+                              registry=reg),
+            monitor_escalation_rate=Gauge("modcascade_monitor_escalation_rate", "Share of posts escalated in the "
+                                          "last window.", ("policy",), registry=reg),
+            monitor_block_rate=Gauge("modcascade_monitor_block_rate", "Share of final verdicts blocked in a category "
+                                     "in the last window.", ("policy", "category"), registry=reg),
+            monitor_disagreement_rate=Gauge("modcascade_monitor_disagreement_rate", "Share of frontier verdicts that "
+                                            "differ from the small model's top label in the last window.",
+                                            ("policy",), registry=reg),
+            monitor_dead_letter_rate=Gauge("modcascade_monitor_dead_letter_rate", "Share of records dead-lettered in "
+                                           "the last window.", registry=reg),
+            alerts=counter("alerts", "Alerts the monitor raised, by kind (drift, escalation_rate, block_rate, "
+                           "disagreement, dead_letter_rate), policy and category ('' for whole-stream alerts).",
+                           ("kind", "policy", "category")),
+            guard_tripped=Gauge("modcascade_guard_tripped", "1 while the action guard of a policy's category is "
+                                "tripped (its would-be blocks are escalated instead), 0 once cleared.",
+                                ("policy", "category"), registry=reg),
+            guard_diverted=counter("guard_diverted", "Would-be blocks a tripped action guard sent elsewhere instead, "
+                                   "by policy, category and where to (adjudication, review).",
+                                   ("policy", "category", "to")),
+            guard_verdicts=counter("guard_verdicts", "Verdicts decided under a tripped action guard (Verdict.guard "
+                                   "set), by the guarded category, decision and route.",
+                                   ("category", "decision", "route")),
         )
 
 

@@ -148,6 +148,11 @@ class Verdict(Record):
         "arrive in: never let the superseded verdict_id win again. On the compacted verdicts topic it also is "
         "simply the later record under the same key.",
     )
+    guard: str | None = Field(
+        default=None,
+        description="set when decided under a tripped action guard: the guarded category, whose would-be block was "
+        "sent to adjudication or review instead (docs/guard.md); unset otherwise",
+    )
     decided_at: datetime = Field(default_factory=utcnow)
 
     @model_validator(mode="after")
@@ -165,8 +170,21 @@ def human_verdict_id(post_id: str, decision_id: str) -> str:
     return digest[:32]
 
 
+class AuditedVerdict(BaseModel):
+    """The published final verdict an audit judges again (what the audit's outcome agrees with or not)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    verdict_id: str
+    decision: Decision
+    category: str | None = Field(description="the verdict's deciding category; none when allowed")
+    route: Route = Field(description="slm or cache: audits sample the small model's final verdicts")
+
+
 class AdjudicationRequest(Record):
-    """A borderline post sent to the frontier model (topic ``adjudication``, key = post id)."""
+    """A post sent to the frontier model (topic ``adjudication``, key = post id): a borderline post to settle, or
+    (``audit``) a final small-model verdict drawn into the audit sample, to judge again. An audit never makes a
+    verdict: its outcome is a Label (``audit`` true, ``agrees``) and the published verdict stays."""
 
     topic_role = "adjudication"
 
@@ -179,8 +197,20 @@ class AdjudicationRequest(Record):
     policy_version: str
     tier: UrgencyTier = "urgent"
     attempt: int = Field(default=0, ge=0)
+    guard: str | None = Field(default=None, description="set when a tripped action guard sent the post here instead "
+                              "of blocking it: the guarded category; the frontier's verdict carries it on")
     ingested_at: datetime = Field(description="when the pipeline first read the post")
     enqueued_at: datetime = Field(default_factory=utcnow)
+    audit: bool = Field(default=False, description="an audit of the final verdict `audited`, not an escalation: "
+                        "consumers that count escalations leave it out")
+    audited: AuditedVerdict | None = Field(default=None, description="audit requests only: the verdict judged again")
+
+    @model_validator(mode="after")
+    def _audits_name_their_verdict(self) -> AdjudicationRequest:
+        if self.audit != (self.audited is not None):
+            raise ValueError("an audit request ('audit': true) names the verdict it audits ('audited'), and only "
+                             "an audit request does")
+        return self
 
 
 class ShadowDecision(Record):
@@ -228,6 +258,10 @@ class Label(Record):
     agrees: bool | None = Field(default=None, description="audit labels: whether the judge agreed with the audited "
                                 "verdict (false puts the post in the review console's audit queue)")
     rationale: str | None = Field(default=None, description="the judge's reason (frontier labels)")
+    audited: AuditedVerdict | None = Field(default=None, description="audit labels: the verdict judged (its "
+                                           "decision, category and route), for live precision per category")
+    cost_usd: float | None = Field(default=None, ge=0.0, description="what producing this label cost (audit labels: "
+                                   "the frontier calls made for it)")
 
     @model_validator(mode="after")
     def _has_a_label(self) -> Label:
@@ -402,4 +436,76 @@ class Alert(Record):
         return f"{self.policy}/{self.category or '*'}/{self.kind}"
 
 
-RECORD_TYPES: tuple[type[Record], ...] = (Post, Verdict, AdjudicationRequest, Label, DeadLetter, ShadowDecision, Alert)
+GuardBy = Literal["monitor", "operator"]
+"""Who changed a guard: the monitor (tripped it on a block-rate alert) or an operator (``modcascade guard clear``)."""
+
+
+def guard_key(policy: str, category: str) -> str:
+    """The control-topic key of a guard: ``policy/category``."""
+    return f"{policy}/{category}"
+
+
+class GuardState(Record):
+    """The state of one category's action guard (compacted topic ``control``, key = ``policy/category``): the latest
+    record per key is the state in force, and every classify worker reads the whole topic.
+
+    While ``tripped`` (and ``expires_at`` is unset or still ahead), the classify workers send the category's would-be
+    blocks to adjudication, or to the policy's ``review`` decision, instead of blocking them (docs/guard.md)."""
+
+    topic_role = "control"
+
+    policy: str = Field(min_length=1, description="the policy name whose verdicts the guard applies to")
+    category: str = Field(min_length=1, description="the guarded category")
+    tripped: bool = Field(description="true: the guard is in force; false: cleared")
+    by: GuardBy = Field(description="who changed it: monitor or operator")
+    reason: str = Field(default="", description="why, for people: the alert's message, or the operator's note")
+    alert_id: str | None = Field(default=None, description="the block_rate alert that tripped it")
+    block_rate: float | None = Field(default=None, ge=0.0, le=1.0, description="the window's block rate that "
+                                     "tripped it")
+    reference: float | None = Field(default=None, ge=0.0, le=1.0, description="the reference block rate it was "
+                                    "compared with")
+    window_start: datetime | None = Field(default=None, description="start of the window that tripped it")
+    expires_at: datetime | None = Field(default=None, description="when a tripped guard resets by itself (the "
+                                        "policy's guard.reset_after_s); none: until an operator clears it")
+    changed_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def key(self) -> str:
+        return guard_key(self.policy, self.category)
+
+    def in_force(self, now: datetime) -> bool:
+        """Tripped and not yet expired at ``now``."""
+        return self.tripped and (self.expires_at is None or now < self.expires_at)
+
+
+BudgetName = Literal["escalation", "audit"]
+"""The policy's budgets of frontier calls: escalations, and the audit sample's own."""
+
+
+class BudgetLedger(Record):
+    """The frontier spend booked on one partition of ``adjudication`` in the last hour (compacted topic ``budget``,
+    key = ``budget/source_topic/partition``), published by the partition's owner with each batch's outputs, before
+    its offsets are committed; the partition's next owner starts from it. So N adjudicate replicas together keep
+    the policy's hourly caps (docs/adjudication.md, "Several replicas")."""
+
+    topic_role = "budget"
+
+    budget: BudgetName = Field(description="which of the policy's budgets")
+    source_topic: str = Field(min_length=1)
+    partition: int = Field(ge=0)
+    entries: tuple[tuple[float, int, float], ...] = Field(description="(expires at, Unix seconds; requests; usd) "
+                                                          "per booking bucket, oldest first")
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def key(self) -> str:
+        return ledger_key(self.budget, self.source_topic, self.partition)
+
+
+def ledger_key(budget: str, source_topic: str, partition: int) -> str:
+    """The ``budget``-topic key of one partition's ledger."""
+    return f"{budget}/{source_topic}/{partition}"
+
+
+RECORD_TYPES: tuple[type[Record], ...] = (Post, Verdict, AdjudicationRequest, Label, DeadLetter, ShadowDecision, Alert,
+                                          GuardState, BudgetLedger)

@@ -8,6 +8,8 @@ None of them is thread-safe; they are meant for one asyncio event loop.
 - :class:`CircuitBreaker` stops calling a provider that keeps failing, then probes it with one trial call.
 - :class:`EscalationBudget` caps requests and dollars per sliding hour, so a flood of borderline posts
   cannot run up an unbounded bill.
+- :class:`PartitionedBudget` holds the same caps across replicas: split over the source topic's partitions, the
+  spend booked per partition and handed on with it (docs/adjudication.md, "Several replicas").
 - :class:`AdjudicationLimits` is the configuration of all of them for the adjudication stage.
 """
 
@@ -17,7 +19,7 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -246,3 +248,172 @@ class AdjudicationLimits:
     backoff: Backoff = field(default_factory=lambda: Backoff(base_s=1.0, max_s=30.0))
     max_hold_s: float = 60.0
     """Longest single pause while holding (budget spent or breaker open, ``fallback: hold``)."""
+
+
+LEDGER_BUCKET_S = 60.0
+"""A :class:`PartitionedBudget` books spend in buckets of this many seconds (its ledger stays small: at most
+``WINDOW_S / LEDGER_BUCKET_S + 1`` entries per partition). An entry counts until the end of its bucket's hour, so
+spend may age out up to this much later than in :class:`EscalationBudget`, never earlier."""
+
+LedgerEntry = tuple[float, int, float]
+"""(expires at, Unix seconds; requests; usd) booked on one partition in one bucket."""
+
+
+class PartitionedBudget:
+    """The hourly caps of an :class:`EscalationBudget`, split over the partitions of the source topic so that any
+    number of replicas together spend no more than the caps (docs/adjudication.md, "Several replicas").
+
+    Each partition ``p`` of ``total`` has an allowance: ``max_requests_per_hour`` spread as evenly as integers go
+    (they sum to the cap) and ``max_usd_per_hour / total`` dollars. A replica may spend the allowances of the
+    partitions it holds (:meth:`assign`), and books each request on one of them (the one with most room left). The
+    bookings of a partition travel with it: :meth:`ledger` is published beside the batch's outputs, before its
+    offsets are committed, and the partition's next owner starts from it (``restored`` in :meth:`assign`), so a
+    rebalance moves the spend together with the right to spend. A replica that holds no partition spends nothing.
+
+    Same interface as :class:`EscalationBudget` (``allows``, ``record``, ``seconds_until_room``); the clock is wall
+    time (``time.time``) because bookings cross processes. Before any :meth:`assign` the budget is one partition,
+    held: the whole caps, as a single process (the batch command) needs.
+    """
+
+    def __init__(self, max_requests_per_hour: int | None, max_usd_per_hour: float | None, *,
+                 clock: Clock = time.time) -> None:
+        if max_requests_per_hour is not None and max_requests_per_hour < 0:
+            raise ValueError(f"max_requests_per_hour must be >= 0 or None, got {max_requests_per_hour!r}")
+        if max_usd_per_hour is not None and not max_usd_per_hour >= 0:
+            raise ValueError(f"max_usd_per_hour must be >= 0 or None, got {max_usd_per_hour!r}")
+        self.max_requests_per_hour = max_requests_per_hour
+        self.max_usd_per_hour = max_usd_per_hour
+        self._clock = clock
+        self._held: tuple[int, ...] = (0,)
+        self._total = 1
+        self._entries: dict[int, deque[list[float]]] = {}  # partition -> [expires, requests, usd], oldest first
+        self._dirty: set[int] = set()
+
+    @property
+    def held(self) -> tuple[int, ...]:
+        return self._held
+
+    @property
+    def share(self) -> float:
+        """The share of the caps this replica may spend: its partitions out of the total."""
+        return len(self._held) / self._total if self._total else 0.0
+
+    def assign(self, partitions: Iterable[int], total: int,
+               restored: Mapping[int, Sequence[LedgerEntry]] | None = None) -> None:
+        """After a rebalance: this replica holds ``partitions`` of ``total``; ``restored`` are the ledgers the
+        partitions' previous owners published (a partition kept across the rebalance keeps its own bookings, which
+        are at least as recent)."""
+        if total < 0:
+            raise ValueError(f"total must be >= 0, got {total!r}")
+        held = tuple(sorted(set(partitions)))
+        if any(not 0 <= p < total for p in held):
+            raise ValueError(f"partitions {held} are not all in 0..{total - 1}")
+        kept = set(held) & set(self._held) if total == self._total else set()
+        restored = restored or {}
+        self._entries = {p: self._entries[p] if p in kept and p in self._entries
+                         else deque([float(e), float(r), float(u)] for e, r, u in restored.get(p, ()))
+                         for p in held}
+        self._held, self._total = held, total
+        self._dirty &= set(held)
+
+    def allowance(self, partition: int) -> tuple[float | None, float | None]:
+        """(requests, usd) per hour that ``partition`` may spend; ``None`` is no cap."""
+        requests: float | None = None
+        if self.max_requests_per_hour is not None:
+            base, extra = divmod(self.max_requests_per_hour, self._total) if self._total else (0, 0)
+            requests = base + (1 if partition < extra else 0)
+        usd: float | None = None
+        if self.max_usd_per_hour is not None:
+            usd = self.max_usd_per_hour / self._total if self._total else 0.0
+        return requests, usd
+
+    def spent(self, partition: int) -> tuple[int, float]:
+        """(requests, usd) booked on ``partition`` in the window."""
+        entries = self._expire(partition)
+        return int(sum(e[1] for e in entries)), sum(e[2] for e in entries)
+
+    @property
+    def requests_in_window(self) -> int:
+        return sum(self.spent(p)[0] for p in self._held)
+
+    @property
+    def usd_in_window(self) -> float:
+        return sum(self.spent(p)[1] for p in self._held)
+
+    def allows(self, est_usd: float) -> bool:
+        """Whether one more request, estimated at ``est_usd``, fits the allowance of a partition held."""
+        _check_usd("est_usd", est_usd)
+        return self._roomiest(est_usd) is not None
+
+    def record(self, usd: float) -> None:
+        """Book one request actually sent, at its real cost, on the held partition with most room (the first one
+        when none has room left: a cost above the estimate may go over, as in :class:`EscalationBudget`)."""
+        _check_usd("usd", usd)
+        if not self._held:
+            raise RuntimeError("a replica that holds no partition cannot spend: check allows() first")
+        partition = self._roomiest(0.0)
+        partition = self._held[0] if partition is None else partition
+        entries = self._expire(partition)
+        now = self._clock()
+        expires = (math.floor(now / LEDGER_BUCKET_S) + 1) * LEDGER_BUCKET_S + WINDOW_S
+        if entries and entries[-1][0] == expires:
+            entries[-1][1] += 1
+            entries[-1][2] += usd
+        else:
+            entries.append([expires, 1.0, usd])
+        self._dirty.add(partition)
+
+    def seconds_until_room(self, est_usd: float) -> float:
+        """0 if allows(est_usd); else when bookings age out enough on some held partition (inf if none ever will).
+        Assumes nothing more is booked."""
+        if self.allows(est_usd):
+            return 0.0
+        waits = [self._wait(p, est_usd) for p in self._held]
+        return min(waits, default=math.inf)
+
+    def ledger(self, partition: int) -> list[LedgerEntry]:
+        """The bookings of ``partition`` in the window, to publish for its next owner."""
+        return [(e, int(r), u) for e, r, u in self._expire(partition)]
+
+    def take_dirty(self) -> list[int]:
+        """The held partitions booked on since the last call (their ledgers are due to be published)."""
+        dirty, self._dirty = sorted(self._dirty & set(self._held)), set()
+        return dirty
+
+    def _fits(self, partition: int, requests: int, usd: float, est_usd: float) -> bool:
+        cap_requests, cap_usd = self.allowance(partition)
+        if cap_requests is not None and requests + 1 > cap_requests:
+            return False
+        return cap_usd is None or usd + est_usd <= cap_usd + 1e-12
+
+    def _roomiest(self, est_usd: float) -> int | None:
+        best: tuple[float, float, int] | None = None
+        for p in self._held:
+            requests, usd = self.spent(p)
+            if not self._fits(p, requests, usd, est_usd):
+                continue
+            cap_requests, cap_usd = self.allowance(p)
+            room = (math.inf if cap_requests is None else cap_requests - requests,
+                    math.inf if cap_usd is None else cap_usd - usd, -p)
+            if best is None or room > best:
+                best = room
+        return None if best is None else -best[2]
+
+    def _wait(self, partition: int, est_usd: float) -> float:
+        cap_requests, cap_usd = self.allowance(partition)
+        if cap_requests == 0 or (cap_usd is not None and est_usd > cap_usd):
+            return math.inf
+        entries = list(self._expire(partition))
+        requests, usd = sum(int(e[1]) for e in entries), sum(e[2] for e in entries)
+        for expires, count, cost in entries:
+            requests, usd = requests - int(count), usd - cost
+            if self._fits(partition, requests, usd, est_usd):
+                return max(0.0, expires - self._clock())
+        return math.inf
+
+    def _expire(self, partition: int) -> deque[list[float]]:
+        entries = self._entries.setdefault(partition, deque())
+        now = self._clock()
+        while entries and entries[0][0] <= now:
+            entries.popleft()
+        return entries

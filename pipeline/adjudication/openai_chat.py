@@ -83,7 +83,7 @@ def _arguments(raw: str) -> Any:
     """The parsed arguments, or the raw text when they are not JSON (the answer checker rejects it)."""
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: arrays/objects nested past the parser's limit
         return raw
 
 

@@ -17,6 +17,14 @@ For each request, under one policy snapshot per batch, with at most ``concurrenc
                        unusable is dead-lettered instead, since holding cannot fix it
     rejected request (4xx) → fallback as above; an authentication or unknown-model error stops the worker
 
+An audit request (``audit``: a final small-model verdict drawn into the audit sample) takes the same calls
+under the policy's *audit* budget instead of the escalation budget, and ends differently:
+
+    accepted                             → Label(source=frontier, audit, agrees with the audited verdict) only
+    audit budget spent, breaker open,
+    attempts spent, answer unusable, 4xx → skipped and counted (modcascade_audit_skipped_total): never a
+                                           verdict, never a fallback, never a hold
+
 The cost of a verdict is the sum of every call made for it, priced from the response's usage fields.
 """
 
@@ -30,15 +38,24 @@ from datetime import datetime
 from pipeline import codec
 from pipeline.adjudication.answer import AnswerProblem, Judgement, parse_answer
 from pipeline.adjudication.backends import NOT_CONFIGURED, Adjudicator, FrontierReply
-from pipeline.adjudication.limits import AdjudicationLimits, CircuitBreaker, EscalationBudget, TokenBucket
-from pipeline.adjudication.outcomes import fallback_verdict, frontier_cost, frontier_outcome
+from pipeline.adjudication.limits import AdjudicationLimits, CircuitBreaker, PartitionedBudget, TokenBucket
+from pipeline.adjudication.outcomes import audit_label, fallback_verdict, frontier_cost, frontier_outcome
 from pipeline.adjudication.prompt import build_request
 from pipeline.errors import DecodeError, FrontierRejected, FrontierTransient
 from pipeline.intake import RawRecord
-from pipeline.metrics import Metrics
+from pipeline.metrics import LivePrecision, Metrics
 from pipeline.policy import Policy
-from pipeline.records import AdjudicationRequest, DeadLetter, Verdict, utcnow
-from pipeline.stage import BatchProcessor, Outgoing, Wait, dead_letter
+from pipeline.records import (
+    AdjudicationRequest,
+    BudgetLedger,
+    BudgetName,
+    DeadLetter,
+    Label,
+    Verdict,
+    ledger_key,
+    utcnow,
+)
+from pipeline.stage import Assignment, BatchProcessor, Outgoing, Wait, dead_letter
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +89,19 @@ class AdjudicationStage(BatchProcessor):
         self.bucket = TokenBucket(limits.rate_per_s, limits.burst)
         self.breaker = CircuitBreaker(limits.breaker_failures, limits.breaker_reset_s)
         self.breaker.on_change = self._breaker_changed
-        self._budget: EscalationBudget | None = None
+        self._budget: PartitionedBudget | None = None
         self._budget_key: tuple[int | None, float | None] | None = None
+        self._audit_budget: PartitionedBudget | None = None
+        self._live = LivePrecision(metrics.live_precision)  # this process's running audit counts
+        self._assignment: Assignment | None = None  # set by a consumer group (several replicas share the caps)
+        self._audit_budget_key: tuple[int | None, float | None] | None = None
         self._slots = asyncio.Semaphore(limits.concurrency)
         self._wait_lock = asyncio.Lock()  # one pause at a time: the consumer polls from one place
 
     async def process(self, records: Sequence[RawRecord], wait: Wait) -> list[Outgoing]:
         policy = self.policy()
         budget = self._budget_for(policy)
+        audit_budget = self._audit_budget_for(policy)
         outputs: list[Outgoing] = []
         requests: list[tuple[AdjudicationRequest, RawRecord]] = []
         for raw in records:
@@ -89,9 +111,11 @@ class AdjudicationStage(BatchProcessor):
                 letter = DeadLetter.of(raw.value or b"", stage=INTAKE_STAGE, error=exc, reason=exc.reason, key=raw.key,
                                        topic=raw.topic, partition=raw.partition, offset=raw.offset)
                 outputs.append(dead_letter(letter, raw))
-        results = await asyncio.gather(*(self._settle(request, raw, policy, budget, wait) for request, raw in requests))
+        results = await asyncio.gather(*(self._settle(request, raw, policy, audit_budget if request.audit else budget,
+                                                      wait) for request, raw in requests))
         for result in results:
             outputs.extend(result)
+        outputs.extend(self._ledgers())
         return outputs
 
     def published(self, outputs: Sequence[Outgoing]) -> None:
@@ -101,12 +125,19 @@ class AdjudicationStage(BatchProcessor):
             if isinstance(record, Verdict):
                 m.decisions.labels(record.decision, record.category or "none", record.route).inc()
                 m.end_to_end_latency.labels(record.route).observe(record.latency_ms / 1000.0)
+                if record.guard is not None:
+                    m.guard_verdicts.labels(record.guard, record.decision, record.route).inc()
             elif isinstance(record, DeadLetter):
                 m.dead_letters.labels(record.stage, record.reason).inc()
+            elif isinstance(record, Label) and record.audited is not None:
+                category = record.audited.category or "none"
+                m.audit_outcomes.labels(record.audited.route, category,
+                                        "agree" if record.agrees else "disagree").inc()
+                self._live.record(category, bool(record.agrees))
 
     # -- one request ---------------------------------------------------------------------------------
 
-    async def _settle(self, request: AdjudicationRequest, raw: RawRecord, policy: Policy, budget: EscalationBudget,
+    async def _settle(self, request: AdjudicationRequest, raw: RawRecord, policy: Policy, budget: PartitionedBudget,
                       wait: Wait) -> list[Outgoing]:
         while True:
             try:
@@ -118,7 +149,7 @@ class AdjudicationStage(BatchProcessor):
                     await wait(min(self.limits.max_hold_s, max(0.05, held.seconds)))
 
     async def _attempts(self, request: AdjudicationRequest, raw: RawRecord, policy: Policy,
-                        budget: EscalationBudget) -> list[Outgoing]:
+                        budget: PartitionedBudget) -> list[Outgoing]:
         spent = 0.0
         problem = ""
         est = policy.prices.est_frontier_usd_per_post
@@ -167,6 +198,10 @@ class AdjudicationStage(BatchProcessor):
 
     def _accepted(self, request: AdjudicationRequest, raw: RawRecord, policy: Policy, reply: FrontierReply,
                   judgement: Judgement, cost: float) -> list[Outgoing]:
+        if request.audit:
+            self.metrics.audit_cost_usd.inc(cost)
+            outcome = audit_label(request, policy, judgement, cost=cost, now=self.clock())
+            return [Outgoing("labels", request.post.id.encode(), codec.encode(outcome), outcome, raw)]
         verdict, label = frontier_outcome(request, policy, reply, judgement, cost=cost, now=self.clock())
         key = request.post.id.encode()
         return [Outgoing("verdicts", key, codec.encode(verdict), verdict, raw),
@@ -174,14 +209,19 @@ class AdjudicationStage(BatchProcessor):
 
     def _unsettled(self, request: AdjudicationRequest, raw: RawRecord, policy: Policy, reason: str, spent: float,
                    retry_in: float) -> list[Outgoing]:
-        """Breaker open, budget spent or attempts used up: fall back, or hold (raise _Held)."""
+        """Breaker open, budget spent or attempts used up: fall back, or hold (raise _Held); an audit is skipped."""
+        if request.audit:
+            return self._skip_audit(reason, spent)
         if policy.fallback == "hold":
             raise _Held(retry_in, reason)
         return self._fallback(request, raw, policy, reason, spent)
 
     def _fallback_or_dead(self, request: AdjudicationRequest, raw: RawRecord, policy: Policy, reason: str,
                           spent: float, error: BaseException) -> list[Outgoing]:
-        """The frontier answered but unusably: fall back, or (hold) dead-letter, as waiting cannot help."""
+        """The frontier answered but unusably: fall back, or (hold) dead-letter, as waiting cannot help; an audit is
+        skipped."""
+        if request.audit:
+            return self._skip_audit(reason, spent)
         if policy.fallback == "small_model":
             return self._fallback(request, raw, policy, reason, spent)
         letter = DeadLetter.of(raw.value or b"", stage=ANSWER_STAGE, error=error, reason=reason, key=raw.key,
@@ -195,6 +235,12 @@ class AdjudicationStage(BatchProcessor):
         verdict = fallback_verdict(request, policy, reason=reason, spent=spent, now=self.clock())
         return [Outgoing("verdicts", request.post.id.encode(), codec.encode(verdict), verdict, raw)]
 
+    def _skip_audit(self, reason: str, spent: float) -> list[Outgoing]:
+        """An audit without an answer: counted, nothing published (the audited verdict stands as it is)."""
+        self.metrics.audit_skipped.labels(reason).inc()
+        self.metrics.audit_cost_usd.inc(spent)
+        return []
+
     # -- bookkeeping ---------------------------------------------------------------------------------
 
     def _book(self, reply: FrontierReply, policy: Policy) -> float:
@@ -203,12 +249,78 @@ class AdjudicationStage(BatchProcessor):
         self.metrics.frontier_cost_usd.inc(cost)
         return cost
 
-    def _budget_for(self, policy: Policy) -> EscalationBudget:
+    def _budget_for(self, policy: Policy) -> PartitionedBudget:
         key = (policy.escalation_budget.max_requests_per_hour, policy.escalation_budget.max_usd_per_hour)
         if self._budget is None or key != self._budget_key:
-            # A policy edit that changes the caps starts a fresh window; spend so far is not carried over.
-            self._budget, self._budget_key = EscalationBudget(*key), key
+            # A policy edit that changes the caps starts from the spend booked so far, under the new caps.
+            self._budget, self._budget_key = self._rebudget(self._budget, key, "escalation"), key
         return self._budget
+
+    def _audit_budget_for(self, policy: Policy) -> PartitionedBudget:
+        """The audit budget: its own window, apart from the escalation budget (audits never spend that)."""
+        caps = policy.audit.budget
+        key = (caps.max_requests_per_hour, caps.max_usd_per_hour)
+        if self._audit_budget is None or key != self._audit_budget_key:
+            self._audit_budget, self._audit_budget_key = self._rebudget(self._audit_budget, key, "audit"), key
+        return self._audit_budget
+
+    # -- the budgets across replicas (docs/adjudication.md, "Several replicas") ----------------------
+
+    state_role = "budget"
+
+    def assigned(self, assignment: Assignment) -> None:
+        """A rebalance: both budgets are split anew by the partitions held, starting from the ledgers the
+        partitions' previous owners published on ``budget``."""
+        self._assignment = assignment
+        for name, budget in self._budgets():
+            if budget is not None:
+                budget.assign(assignment.partitions, assignment.total, self._restored(name, assignment))
+        log.info("budget share %.2f (%d of %d partitions of %s)", assignment.share, len(assignment.partitions),
+                 assignment.total, assignment.topic)
+
+    def _budgets(self) -> tuple[tuple[BudgetName, PartitionedBudget | None], ...]:
+        return ("escalation", self._budget), ("audit", self._audit_budget)
+
+    def _rebudget(self, old: PartitionedBudget | None, caps: tuple[int | None, float | None],
+                  name: BudgetName) -> PartitionedBudget:
+        budget = PartitionedBudget(*caps)
+        a = self._assignment
+        if a is not None:
+            restored = self._restored(name, a)
+            if old is not None:  # what this replica booked is at least as recent as what it published
+                restored |= {p: old.ledger(p) for p in old.held}
+            budget.assign(a.partitions, a.total, restored)
+        elif old is not None:
+            budget.assign(old.held, 1, {p: old.ledger(p) for p in old.held})
+        return budget
+
+    @staticmethod
+    def _restored(name: BudgetName, assignment: Assignment) -> dict[int, list[tuple[float, int, float]]]:
+        restored: dict[int, list[tuple[float, int, float]]] = {}
+        for p in assignment.partitions:
+            value = assignment.state.get(ledger_key(name, assignment.topic, p).encode())
+            if value is None:
+                continue
+            try:
+                restored[p] = list(codec.decode(value, BudgetLedger).entries)
+            except DecodeError as exc:
+                log.warning("ignoring an unreadable budget ledger of %s[%d]: %s", assignment.topic, p, exc)
+        return restored
+
+    def _ledgers(self) -> list[Outgoing]:
+        """The ledgers of the partitions booked on in this batch, published with its outputs (under a consumer
+        group only: alone, a replica has no one to hand them to)."""
+        a = self._assignment
+        if a is None:
+            return []
+        out: list[Outgoing] = []
+        for name, budget in self._budgets():
+            if budget is None:
+                continue
+            for p in budget.take_dirty():
+                ledger = BudgetLedger(budget=name, source_topic=a.topic, partition=p, entries=tuple(budget.ledger(p)))
+                out.append(Outgoing("budget", ledger.key.encode(), codec.encode(ledger), ledger))
+        return out
 
     def _breaker_changed(self, state: str) -> None:
         self.metrics.breaker_open.set(1 if state == "open" else 0)

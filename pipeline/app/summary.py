@@ -61,7 +61,7 @@ class RunSummary:
             if self._first(f"verdict:{record.post_id}"):
                 self._add_verdict(record)
         elif isinstance(record, AdjudicationRequest):
-            if self._first(f"escalation:{record.post.id}"):
+            if not record.audit and self._first(f"escalation:{record.post.id}"):  # audits are not escalations
                 self.escalations[record.candidate_category or "none"] += 1
                 self.latencies_ms.append(max(0.0, (record.enqueued_at - record.ingested_at).total_seconds() * 1000))
         elif isinstance(record, DeadLetter):

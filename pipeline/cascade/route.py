@@ -2,6 +2,7 @@
 
     final outcome (allow / block / review)  ->  Verdict on ``verdicts`` (route slm, or cache on a repeat)
     escalate                                ->  AdjudicationRequest on ``adjudication``
+    a final verdict drawn for the audit     ->  also an AdjudicationRequest marked ``audit`` (the verdict stays)
     with a shadow (candidate) policy, also  ->  ShadowDecision on ``shadow`` (never a verdict)
 
 Latency is measured from the post's ``created_at`` when the producer set it, else from when the post
@@ -16,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from pipeline.policy import Outcome, Policy
-from pipeline.records import AdjudicationRequest, Post, ShadowDecision, Verdict, verdict_id
+from pipeline.records import AdjudicationRequest, AuditedVerdict, Post, ShadowDecision, Verdict, verdict_id
 
 SmallModelRoute = Literal["slm", "cache"]
 
@@ -56,8 +57,10 @@ def make_verdict(
     model: ModelRef,
     origin: datetime,
     now: datetime,
+    guard: str | None = None,
 ) -> Verdict:
-    """The final verdict of a post the small model settled."""
+    """The final verdict of a post the small model settled; ``guard`` names the category whose tripped action
+    guard turned its block into this (review) verdict."""
     if outcome.kind == "escalate":
         raise ValueError("an escalated post gets an AdjudicationRequest, not a verdict")
     return Verdict(
@@ -74,6 +77,7 @@ def make_verdict(
         policy_version=policy.version,
         latency_ms=max(0.0, (now - origin).total_seconds() * 1000.0),
         cost_usd=small_model_cost(route, policy),
+        guard=guard,
         decided_at=now,
     )
 
@@ -87,8 +91,10 @@ def make_adjudication(
     model: ModelRef,
     ingested_at: datetime,
     now: datetime,
+    guard: str | None = None,
 ) -> AdjudicationRequest:
-    """The request that sends a borderline post to the frontier model, in its category's queue tier."""
+    """The request that sends a borderline post to the frontier model, in its category's queue tier; ``guard``
+    names the category whose tripped action guard sent it instead of blocking it."""
     category = outcome.category
     tier = policy.categories[category].tier if category is not None else "urgent"
     return AdjudicationRequest(
@@ -101,8 +107,32 @@ def make_adjudication(
         policy_version=policy.version,
         tier=tier,
         attempt=0,
+        guard=guard,
         ingested_at=ingested_at,
         enqueued_at=now,
+    )
+
+
+def make_audit(post: Post, verdict: Verdict, *, ingested_at: datetime, now: datetime) -> AdjudicationRequest:
+    """The request that sends a published small-model verdict to the frontier again, as an audit (deferrable: it
+    settles nothing a user waits for)."""
+    if verdict.route not in ("slm", "cache"):
+        raise ValueError(f"only the small model's verdicts are audited, not route {verdict.route!r}")
+    return AdjudicationRequest(
+        post=post,
+        scores=verdict.scores,
+        candidate_category=verdict.category,
+        model=verdict.model,
+        model_version=verdict.model_version,
+        policy=verdict.policy,
+        policy_version=verdict.policy_version,
+        tier="deferrable",
+        attempt=0,
+        ingested_at=ingested_at,
+        enqueued_at=now,
+        audit=True,
+        audited=AuditedVerdict(verdict_id=verdict.verdict_id, decision=verdict.decision, category=verdict.category,
+                               route=verdict.route),
     )
 
 

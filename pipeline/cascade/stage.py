@@ -7,7 +7,12 @@
                  growing) through ``wait`` and try again, for as long as it takes: good posts are never
                  dropped or dead-lettered because the model is down
     decide       ``decide(scores, policy)`` per post, under one policy snapshot for the whole batch
+    guard        a block in a category whose action guard is tripped (``guards``, from the control topic)
+                 becomes an escalation or a review verdict per the policy's ``guard.divert``, marked with
+                 ``guard`` (:func:`pipeline.policy.guard_outcome`); never dropped, never delayed
     route        a final outcome → Verdict (route slm or cache); escalate → AdjudicationRequest
+    audit        with ``audit`` on, a final verdict the policy's audit draw picks (:func:`pipeline.policy.audited`)
+                 also goes to ``adjudication`` as an audit request; the verdict is published all the same
     shadow       with a candidate policy, ``decide(scores, candidate)`` too → ShadowDecision on ``shadow``:
                  recorded and counted, never a verdict, so ops see a threshold change before it goes live
 
@@ -21,6 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from datetime import datetime
 
 from pipeline import codec
@@ -31,6 +37,7 @@ from pipeline.cascade.route import (
     SmallModelRoute,
     ingest_time,
     make_adjudication,
+    make_audit,
     make_shadow,
     make_verdict,
     origin_time,
@@ -38,7 +45,7 @@ from pipeline.cascade.route import (
 from pipeline.errors import BackendUnavailable
 from pipeline.intake import RawRecord, read_post
 from pipeline.metrics import Metrics
-from pipeline.policy import Policy, decide
+from pipeline.policy import Policy, audited, decide, guard_outcome
 from pipeline.records import (
     DEAD_LETTER_MAX_BYTES,
     AdjudicationRequest,
@@ -59,7 +66,8 @@ INTAKE_STAGE = "classify.intake"
 class ClassifyStage(BatchProcessor):
     """``policy`` (and ``shadow``, the candidate policy, when given) is called once per batch (usually a
     ``PolicyStore``'s ``current``). ``max_text_bytes``, ``max_post_bytes`` and ``dead_letter_max_bytes`` bound
-    what intake lets through and what its dead letters keep (:func:`pipeline.intake.read_post`)."""
+    what intake lets through and what its dead letters keep (:func:`pipeline.intake.read_post`). ``audit`` turns
+    on the policy's audit sample (the stream worker; the batch command leaves it off)."""
 
     def __init__(
         self,
@@ -74,7 +82,11 @@ class ClassifyStage(BatchProcessor):
         clock: Callable[[], datetime] = utcnow,
         max_post_bytes: int | None = None,
         dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES,
+        audit: bool = False,
+        guards: Callable[[str, datetime], AbstractSet[str]] | None = None,
     ) -> None:
+        self.audit = audit
+        self.guards = guards
         self.classifier = classifier
         self.policy = policy
         self.shadow = shadow
@@ -105,17 +117,22 @@ class ClassifyStage(BatchProcessor):
 
         scored = await self._scores(posts, policy, wait)
         now = self.clock()
+        tripped = self.guards(policy.name, now) if self.guards is not None else frozenset()
         for (post, raw), (scores, route) in zip(posts, scored, strict=True):
-            outcome = decide(scores, policy)
+            outcome, guard = guard_outcome(decide(scores, policy), scores, policy, tripped)
             key = post.id.encode()
             origin = origin_time(post, raw.timestamp_ms, read_at)
             if outcome.final:
                 verdict = make_verdict(post, scores, outcome, route=route, policy=policy, model=self.model,
-                                       origin=origin, now=now)
+                                       origin=origin, now=now, guard=guard)
                 outputs.append(Outgoing("verdicts", key, codec.encode(verdict), verdict, raw))
+                if self.audit and audited(policy.audit, post.id, route=route, decision=verdict.decision,
+                                          category=verdict.category):
+                    check = make_audit(post, verdict, ingested_at=ingest_time(raw.timestamp_ms, read_at), now=now)
+                    outputs.append(Outgoing("adjudication", key, codec.encode(check), check, raw))
             else:
                 request = make_adjudication(post, scores, outcome, policy=policy, model=self.model,
-                                            ingested_at=ingest_time(raw.timestamp_ms, read_at), now=now)
+                                            ingested_at=ingest_time(raw.timestamp_ms, read_at), now=now, guard=guard)
                 outputs.append(Outgoing("adjudication", key, codec.encode(request), request, raw))
             if shadow is not None:
                 record = make_shadow(post, scores, outcome, decide(scores, shadow), live_policy=policy,
@@ -132,8 +149,16 @@ class ClassifyStage(BatchProcessor):
                 m.decisions.labels(record.decision, record.category or "none", record.route).inc()
                 m.end_to_end_latency.labels(record.route).observe(
                     max(0.0, now - record.decided_at.timestamp() + record.latency_ms / 1000.0))
+                if record.guard is not None:
+                    m.guard_verdicts.labels(record.guard, record.decision, record.route).inc()
+                    m.guard_diverted.labels(record.policy, record.guard, "review").inc()
             elif isinstance(record, AdjudicationRequest):
-                m.escalations.labels(record.candidate_category or "none").inc()
+                if record.guard is not None:
+                    m.guard_diverted.labels(record.policy, record.guard, "adjudication").inc()
+                if record.audited is not None:
+                    m.audit_requests.labels(record.audited.route, record.audited.category or "none").inc()
+                else:
+                    m.escalations.labels(record.candidate_category or "none").inc()
             elif isinstance(record, DeadLetter):
                 m.dead_letters.labels(record.stage, record.reason).inc()
             elif isinstance(record, ShadowDecision):

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from pipeline.dataset.export import ExportOptions, export_dataset
 from pipeline.dataset.stats import compute_stats, render_stats
-from pipeline.dataset.store import DatasetStore
+from pipeline.dataset.store import DatasetStore, winners
 from pipeline.errors import ConfigError
 
 
@@ -25,7 +25,9 @@ def run_stats(console: Console, *, folder: Path, policy_path: Path) -> None:
     from pipeline.policy import load_policy
 
     safe = load_policy(policy_path).taxonomy.safe
-    stats = compute_stats(open_store(folder).current(), safe=safe)
+    store = open_store(folder)
+    rows = store.rows()
+    stats = compute_stats(winners(rows), safe=safe, rows=rows)
     render_stats(stats, console, where=str(folder))
 
 

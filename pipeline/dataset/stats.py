@@ -8,12 +8,18 @@ Pure over the de-duplicated view (:meth:`DatasetStore.current`), plus a rich ren
   that carry the small model's scores from the time, the share whose small-model label differs. The
   small-model label is the argmax of its scores over the safe class and the categories; scores without the
   safe class (a multi-label head) mean the best category when it reaches 0.5, else the safe class.
+- Live precision, per category of the audited verdicts (from all rows, :func:`live_precision`): of the final
+  small-model verdicts drawn into the audit sample, the share whose category (the safe class for an allow) the
+  post's best label confirms. The best label is the post's winning label: a human's where a reviewer looked at
+  the post (say after the frontier disagreed), else the audit's frontier label. With a 95% Wilson interval.
+  This is the authoritative number; the workers' ``modcascade_audit_live_precision`` gauge only counts what one
+  process saw since it started.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -21,7 +27,8 @@ import pyarrow.compute as pc
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.dataset.store import row_labels
+from pipeline.dataset.store import audit_rows, row_labels, winners
+from pipeline.metrics import Interval, wilson_interval
 from pipeline.records import LabelSource
 
 MULTI_LABEL_THRESHOLD = 0.5
@@ -42,6 +49,20 @@ class Disagreement:
 
 
 @dataclass(frozen=True, slots=True)
+class LiveCategory:
+    """Live precision of the small model's final verdicts of one category, from the audit sample."""
+
+    category: str
+    """The audited verdicts' category (the safe class for allows)."""
+    precision: Interval
+    """Confirmed (successes) of audited (n), with its 95% Wilson interval."""
+    frontier_agreed: int
+    """Audits whose frontier judge agreed with the verdict (before any human review)."""
+    reviewed: int
+    """Audited posts whose best label is a human's."""
+
+
+@dataclass(frozen=True, slots=True)
 class DatasetStats:
     rows: int
     by_label: tuple[tuple[str, int], ...]
@@ -50,6 +71,9 @@ class DatasetStats:
     multi_label: int
     disagreement: tuple[Disagreement, ...]
     compared_sources: tuple[LabelSource, ...]
+    live: tuple[LiveCategory, ...] = ()
+    audit_rows: int = 0
+    """Audit labels, one per audited verdict (``live`` counts those whose audited category is known)."""
 
     @property
     def compared(self) -> int:
@@ -71,8 +95,40 @@ def small_model_label(scores: Mapping[str, float], safe: str) -> str | None:
     return best if scores[best] >= MULTI_LABEL_THRESHOLD else safe
 
 
-def compute_stats(current: pa.Table, *, safe: str, adjudicators: Iterable[LabelSource] = ("frontier",)) -> DatasetStats:
-    """Statistics of the de-duplicated view ``current`` (rows of :data:`pipeline.dataset.store.SCHEMA`)."""
+def live_precision(rows: pa.Table, *, safe: str) -> tuple[tuple[LiveCategory, ...], int]:
+    """Live precision per audited category from every row of the dataset (not the de-duplicated view: an audit
+    label a human label outranks still counts), and the number of audit rows. An audit row written without the
+    audited verdict's category (``audited_category`` and ``audited_decision`` unset) counts only when its judge
+    agreed (then the category is its own label)."""
+    audits = audit_rows(rows)
+    if audits.num_rows == 0:
+        return (), 0
+    best = {row["post_id"]: row for row in winners(rows).select(["post_id", "label", "labels", "source"]).to_pylist()}
+    tallies: dict[str, list[int]] = {}
+    for row in audits.select(["post_id", "label", "labels", "agrees", "audited_decision",
+                              "audited_category"]).to_pylist():
+        if row["audited_decision"] is not None:
+            category = row["audited_category"] or safe
+        elif row["agrees"] and len(row_labels(row)) == 1:
+            category = row_labels(row)[0]
+        else:
+            continue
+        winner = best[row["post_id"]]
+        confirmed = row_labels(winner) == (category,)
+        counts = tallies.setdefault(category, [0, 0, 0, 0])  # confirmed, audited, frontier agreed, reviewed
+        counts[0] += int(confirmed)
+        counts[1] += 1
+        counts[2] += int(bool(row["agrees"]))
+        counts[3] += int(winner["source"] == "human")
+    live = tuple(LiveCategory(category, wilson_interval(c[0], c[1]), c[2], c[3])
+                 for category, c in sorted(tallies.items()))
+    return live, audits.num_rows
+
+
+def compute_stats(current: pa.Table, *, safe: str, adjudicators: Iterable[LabelSource] = ("frontier",),
+                  rows: pa.Table | None = None) -> DatasetStats:
+    """Statistics of the de-duplicated view ``current`` (rows of :data:`pipeline.dataset.store.SCHEMA`); with
+    ``rows`` (every row, :meth:`DatasetStore.rows`) also the live precision of the audit sample."""
     sources = tuple(adjudicators)
     by_label: Counter[str] = Counter()
     multi = 0
@@ -89,6 +145,7 @@ def compute_stats(current: pa.Table, *, safe: str, adjudicators: Iterable[LabelS
             assert guess is not None
             said.setdefault(names[0], Counter())[guess] += 1
     days = pc.strftime(current["labelled_at"], format="%Y-%m-%d").to_pylist() if current.num_rows else []
+    live, audits = live_precision(rows, safe=safe) if rows is not None else ((), 0)
     disagreement = tuple(
         Disagreement(category, sum(counts.values()), sum(n for g, n in counts.items() if g != category),
                      tuple((g, n) for g, n in _ranked(counts) if g != category))
@@ -102,6 +159,8 @@ def compute_stats(current: pa.Table, *, safe: str, adjudicators: Iterable[LabelS
         multi_label=multi,
         disagreement=disagreement,
         compared_sources=sources,
+        live=live,
+        audit_rows=audits,
     )
 
 
@@ -120,6 +179,11 @@ def render_stats(stats: DatasetStats, console: Console, *, where: str) -> None:
         console.print(table)
     if stats.multi_label:
         console.print(f"{stats.multi_label:,} multi-label rows (counted under each of their labels; not compared)")
+    _render_disagreement(stats, console)
+    render_live(stats.live, console, audits=stats.audit_rows)
+
+
+def _render_disagreement(stats: DatasetStats, console: Console) -> None:
     who = " / ".join(stats.compared_sources)
     if not stats.compared:
         console.print(f"no {who} labels with the small model's scores yet: no disagreement to report")
@@ -132,6 +196,23 @@ def render_stats(stats: DatasetStats, console: Console, *, where: str) -> None:
         table.add_row(d.category, f"{d.compared:,}", f"{d.disagreed:,}", f"{d.rate:.1%}", instead)
     table.add_row("[bold]all[/]", f"{stats.compared:,}", f"{sum(d.disagreed for d in stats.disagreement):,}",
                   f"{stats.disagreement_rate:.1%}", "")
+    console.print(table)
+
+
+def render_live(live: Sequence[LiveCategory], console: Console, *, audits: int) -> None:
+    """The live precision table (audit sample), or a line saying there is none yet."""
+    if not live:
+        console.print("no audit labels yet: set the policy's audit rates to measure live precision")
+        return
+    table = Table(title=f"live precision of the small model's final verdicts, from {audits:,} audits "
+                        "(best label: human review, else the frontier; 95% Wilson interval)", title_justify="left")
+    for column in ("category", "audited", "confirmed", "precision", "95% interval", "frontier agreed",
+                   "human reviewed"):
+        table.add_column(column, justify="left" if column == "category" else "right")
+    for c in live:
+        p = c.precision
+        table.add_row(c.category, f"{p.n:,}", f"{p.successes:,}", f"{p.estimate:.1%}", f"{p.low:.1%} to {p.high:.1%}",
+                      f"{c.frontier_agreed:,}", f"{c.reviewed:,}")
     console.print(table)
 
 

@@ -11,6 +11,7 @@ Outputs go to ``--out``, by default ``runs/eval/<model version>`` and ``runs/cal
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +19,18 @@ from rich.console import Console
 
 from pipeline import codec
 from pipeline.backends.base import LabelMap, ModelInfo
+from pipeline.dataset.stats import live_precision
 from pipeline.errors import ConfigError
 from pipeline.evaluation import plots, render
 from pipeline.evaluation.bands import Targets
 from pipeline.evaluation.calibrate import CalibrateOptions, CalibrationReport, calibrate_scores
 from pipeline.evaluation.calibration import METHODS, Method
 from pipeline.evaluation.policy_text import propose_policy
-from pipeline.evaluation.report import EvalReport, ModelSummary, evaluate_model
+from pipeline.evaluation.report import EvalReport, LiveView, ModelSummary, evaluate_model
 from pipeline.evaluation.scoring import ScoringOptions, score_examples
 from pipeline.evaluation.thresholds import PRECISION_RULES, PrecisionRule
-from pipeline.policy import load_policy
+from pipeline.monitor.baseline import baseline_from_scores, save_baseline
+from pipeline.policy import Policy, load_policy
 from pipeline.training.data import load_examples
 
 EVAL_ROOT = Path("runs/eval")
@@ -59,12 +62,15 @@ def calibrate_options(*, target_precision: float, max_miss_rate: float, max_esca
 
 
 def run_eval(console: Console, *, model: Path, data: Path, policy_path: Path | None, out: Path | None,
-             scoring: ScoringOptions) -> EvalReport:
+             scoring: ScoringOptions, live: Path | None = None) -> EvalReport:
     examples = load_examples(data)
     policy = None if policy_path is None else load_policy(policy_path)
+    live_view = None if live is None else live_precision_of(live, policy)
     console.print(f"evaluating {model} on {len(examples):,} rows from {data}"
                   + ("" if policy is None else f" with policy {policy.name} {policy.version}"))
     report = evaluate_model(model, examples, policy, data_path=data, options=scoring, console=console)
+    if live_view is not None:
+        report = dataclasses.replace(report, live=live_view)
     out_dir = out or EVAL_ROOT / report.model.version
     _write_json(out_dir / "eval.json", report.to_json())
     title = f"{report.model.name} {report.model.version}"
@@ -76,6 +82,17 @@ def run_eval(console: Console, *, model: Path, data: Path, policy_path: Path | N
     (out_dir / "eval.md").write_text(render.eval_markdown(report, [p.name for p in written]), encoding="utf-8")
     render.print_eval(console, report, str(out_dir))
     return report
+
+
+def live_precision_of(folder: Path, policy: Policy | None) -> LiveView:
+    """Live precision per category from the audit labels of the dataset at ``folder``; the safe class comes from
+    ``policy``, else from the workers' policy (MODCASCADE_POLICY_PATH)."""
+    from pipeline.dataset.command import open_store
+    from pipeline.settings import load_settings
+
+    safe = (policy or load_policy(load_settings().policy_path)).taxonomy.safe
+    categories, audits = live_precision(open_store(folder).rows(), safe=safe)
+    return LiveView(str(folder), audits, categories)
 
 
 def run_calibrate(console: Console, *, model: Path, data: Path, policy_path: Path, out: Path | None,
@@ -96,6 +113,10 @@ def run_calibrate(console: Console, *, model: Path, data: Path, policy_path: Pat
     proposed_path.write_text(proposal.text, encoding="utf-8")
     (out_dir / "policy.diff").write_text(proposal.diff, encoding="utf-8")
     _write_json(out_dir / "calibration.json", report.to_json())
+    # The drift monitor's baseline for this model (monitor.reference: baseline): its raw scores, as served.
+    baseline = baseline_from_scores((dict(zip(scored.labels, map(float, row), strict=True)) for row in scored.probs),
+                                    policy, model=info.name, model_version=info.version)
+    save_baseline(baseline, out_dir / "monitor-baseline.json")
     title = f"{info.name} {info.version}"
     written = [
         plots.reliability_diagram(out_dir / "reliability.png",

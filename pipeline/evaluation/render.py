@@ -13,9 +13,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.dataset.stats import render_live
 from pipeline.evaluation.calibrate import CalibrationReport
 from pipeline.evaluation.cascade import CascadeView
-from pipeline.evaluation.report import EvalReport
+from pipeline.evaluation.report import EvalReport, LiveView
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +98,8 @@ def eval_markdown(report: EvalReport, plots: Sequence[str]) -> str:
         by_category = ", ".join(f"{cat} {n:,}" for cat, n in c.escalations_by_category.items() if n) or "none"
         parts.append(f"Outcomes: {outcomes}. Escalations by category: {by_category}.\n")
         parts.append(GLOSSARY + "\n")
+    if report.live is not None:
+        parts.append(live_markdown(report.live))
     parts += [f"![{Path(p).stem}]({p})\n" for p in plots]
     return "\n".join(parts)
 
@@ -110,7 +113,25 @@ def print_eval(console: Console, report: EvalReport, out_dir: str) -> None:
         by_category = ", ".join(f"{cat} {n:,}" for cat, n in c.escalations_by_category.items() if n) or "none"
         console.print(f"escalations by category: {by_category}")
         console.print(GLOSSARY, style="dim")
+    if report.live is not None:
+        render_live(report.live.categories, console, audits=report.live.audits)
     console.print(f"report written to [bold]{out_dir}[/] (eval.json, eval.md, plots)")
+
+
+def live_markdown(live: LiveView) -> str:
+    """The live precision section of eval.md (from the dataset's audit sample)."""
+    head = f"## Live precision (audit sample of {live.dataset})\n"
+    if not live.categories:
+        return head + "\nNo audit labels yet: set the policy's audit rates to measure live precision.\n"
+    rows = ["| category | audited | confirmed | precision | 95% Wilson interval | frontier agreed | human reviewed |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
+    rows += [f"| {c.category} | {c.precision.n:,} | {c.precision.successes:,} | {c.precision.estimate:.1%} | "
+             f"{c.precision.low:.1%} to {c.precision.high:.1%} | {c.frontier_agreed:,} | {c.reviewed:,} |"
+             for c in live.categories]
+    note = ("Of the small model's final verdicts drawn into the audit sample, the share whose category the post's "
+            "best label (a human's where reviewed, else the frontier's) confirms; a property of the deployed "
+            "cascade, not of the model evaluated above.")
+    return head + "\n" + "\n".join(rows) + "\n\n" + note + "\n"
 
 
 # -- calibrate ----------------------------------------------------------------------------------------------

@@ -19,6 +19,10 @@
     cascade           null, or (with a policy) {policy: {name, version}, posts, outcomes: {allow, block, review,
                       escalate}, escalation_rate, escalations_by_category, kept, kept_accuracy, action_precision,
                       missed_harm_rate, cost_per_1k_posts: {cascade_usd, all_frontier_usd, saving}}
+    live_precision    null, or (with --live DIR) {dataset, audits, categories: {category: {audited, confirmed,
+                      precision, low, high, frontier_agreed, human_reviewed}}}: the live precision of the small
+                      model's final verdicts from the dataset's audit sample (95% Wilson interval; see
+                      pipeline.dataset.stats.live_precision). A property of the deployed cascade, not of this model.
 
 Rates whose denominator is zero (nothing kept, no harmful rows) are ``null``.
 """
@@ -33,6 +37,7 @@ from typing import Any
 from rich.console import Console
 
 from pipeline.backends.base import LabelMap, ModelInfo
+from pipeline.dataset.stats import LiveCategory
 from pipeline.evaluation.cascade import CascadeView, cascade_view
 from pipeline.evaluation.quality import ReliabilityBin, WorstSlice, confusion, reliability_bins, worst_slice
 from pipeline.evaluation.scoring import Scored, ScoringOptions, score_examples
@@ -62,6 +67,22 @@ class DataSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class LiveView:
+    """Live precision per category from a dataset's audit sample (``modcascade eval --live DIR``)."""
+
+    dataset: str
+    audits: int
+    categories: tuple[LiveCategory, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "audits": self.audits, "categories": {
+            c.category: {"audited": c.precision.n, "confirmed": c.precision.successes,
+                         "precision": c.precision.estimate, "low": c.precision.low, "high": c.precision.high,
+                         "frontier_agreed": c.frontier_agreed, "human_reviewed": c.reviewed}
+            for c in self.categories}}
+
+
+@dataclass(frozen=True, slots=True)
 class EvalReport:
     """Everything `modcascade eval` measured; see the module docstring for the JSON shape."""
 
@@ -76,6 +97,7 @@ class EvalReport:
     confusion: tuple[tuple[int, ...], ...]
     reliability: tuple[ReliabilityBin, ...]
     cascade: CascadeView | None = None
+    live: LiveView | None = None
 
     @property
     def worst_slice_f1(self) -> float:
@@ -98,6 +120,7 @@ class EvalReport:
             "confusion": {"labels": list(self.labels), "matrix": [list(row) for row in self.confusion]},
             "reliability": [asdict(b) for b in self.reliability],
             "cascade": None if self.cascade is None else self.cascade.to_json(),
+            "live_precision": None if self.live is None else self.live.to_json(),
         }
 
 

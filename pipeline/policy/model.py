@@ -195,6 +195,79 @@ class Monitor(Section):
         return self
 
 
+class AuditRates(Section):
+    """Shares of one route's final verdicts drawn into the audit sample, by decision; ``categories`` overrides the
+    decision's rate for the block and review verdicts of a category (an allow has no category)."""
+
+    allow: Probability = Field(default=0.0, description="share of allow verdicts audited")
+    block: Probability = Field(default=0.0, description="share of block verdicts audited")
+    review: Probability = Field(default=0.0, description="share of review verdicts audited")
+    categories: dict[str, Probability] = Field(default_factory=dict, description="category -> share of its block "
+                                               "and review verdicts audited, instead of the decision's rate")
+
+    def rate(self, decision: str, category: str | None) -> float:
+        if decision == "allow":
+            return self.allow
+        if category is not None and category in self.categories:
+            return self.categories[category]
+        return self.block if decision == "block" else self.review
+
+
+class AuditBudget(Section):
+    """Caps on audit calls to the frontier, apart from the escalation budget: beyond them an audit is skipped
+    (counted), never a fallback. ``None`` means no cap."""
+
+    max_requests_per_hour: int | None = Field(default=None, ge=0, description="audit calls per hour")
+    max_usd_per_hour: Usd | None = Field(default=None, description="audit spend per hour in USD")
+
+
+class Audit(Section):
+    """The audit sample: a seeded share of the small model's *final* verdicts (routes slm and cache) judged again
+    by the frontier, within its own budget. The verdict already published stays; the outcome is a Label.
+
+    A post is drawn when ``audit_draw(seed, post id)`` (a stable hash in [0, 1)) is below its verdict's rate, so a
+    redelivered post makes the same choice and every replica agrees. Every key has a default (no audits)."""
+
+    seed: int = Field(default=0, ge=0, description="seed of the draw; a new seed draws a different sample")
+    slm: AuditRates = Field(default_factory=AuditRates, description="rates for verdicts the small model decided")
+    cache: AuditRates | None = Field(default=None, description="rates for verdicts from the score cache; none means "
+                                     "the slm rates")
+    budget: AuditBudget = Field(default_factory=AuditBudget, description="hourly caps on audit calls")
+
+    def rate(self, route: str, decision: str, category: str | None) -> float:
+        """The share of final verdicts of this route, decision and category that is audited (0 for other routes)."""
+        if route == "slm":
+            return self.slm.rate(decision, category)
+        if route == "cache":
+            return (self.cache if self.cache is not None else self.slm).rate(decision, category)
+        return 0.0
+
+    @property
+    def enabled(self) -> bool:
+        rates = [self.slm] + ([self.cache] if self.cache is not None else [])
+        return any(r.allow or r.block or r.review or any(r.categories.values()) for r in rates)
+
+
+GuardDivert = Literal["adjudication", "review"]
+"""Where a tripped guard sends its category's would-be blocks: the frontier model, or human review."""
+
+
+class Guard(Section):
+    """The action guard (docs/guard.md). Every key has a default, so the section is optional.
+
+    The monitor trips a category's guard when its ``block_rate`` alert fires (``monitor.block_rate_factor`` times
+    the reference, with at least ``monitor.min_events`` blocks); the classify workers then send that category's
+    would-be blocks to ``divert`` instead of blocking them, until an operator clears the guard
+    (``modcascade guard clear``) or ``reset_after_s`` passes.
+    """
+
+    enabled: bool = Field(default=True, description="whether a block_rate alert trips the category's guard")
+    divert: GuardDivert = Field(default="adjudication", description="where a tripped guard sends would-be blocks: "
+                                "'adjudication' (the frontier decides) or 'review' (a final review verdict)")
+    reset_after_s: int | None = Field(default=None, ge=1, description="seconds after which a tripped guard resets "
+                                      "by itself; none (the default): only an operator clears it")
+
+
 class ModelRef(Section):
     """The small classification model."""
 
@@ -262,6 +335,9 @@ class Policy(Section):
     model: ModelRef = Field(description="the small classification model")
     dataset: DatasetRules = Field(default_factory=DatasetRules, description="retraining dataset rules")
     monitor: Monitor = Field(default_factory=Monitor, description="drift monitor thresholds (optional)")
+    guard: Guard = Field(default_factory=Guard, description="action guard: what a tripped guard does (optional)")
+    audit: Audit = Field(default_factory=Audit, description="the audit sample of final small-model verdicts "
+                         "(optional; default: no audits)")
     prices: Prices = Field(description="prices for cost accounting")
 
     _version: str = PrivateAttr(default="")
@@ -285,6 +361,22 @@ class Policy(Section):
             raise rule_error(problems)
         assert isinstance(taxonomy, Taxonomy)  # no problems implies a taxonomy was checked
         return {name: bands[name] for name in taxonomy.categories}  # taxonomy order, for readers
+
+    @model_validator(mode="after")
+    def _audit_categories_in_taxonomy(self) -> Policy:
+        known = self.taxonomy.categories
+        problems: list[tuple[Loc, str]] = []
+        for route, rates in (("slm", self.audit.slm), ("cache", self.audit.cache)):
+            for name in rates.categories if rates is not None else ():
+                if name not in known:
+                    close = difflib.get_close_matches(name, known, n=1)
+                    hint = f" (did you mean '{close[0]}'?)" if close else ""
+                    problems.append((("audit", route, "categories", name),
+                                     f"category '{name}' is not in taxonomy.categories [{', '.join(known)}]{hint}: "
+                                     "name a harmful category (allows have their own rate, 'allow')"))
+        if problems:
+            raise rule_error(problems)
+        return self
 
     def model_post_init(self, context: Any, /) -> None:
         canonical = codec.dumps_pretty(self.model_dump(mode="json"))  # sorted keys: key order is not content

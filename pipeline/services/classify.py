@@ -3,6 +3,8 @@
     ClassifyStage (pipeline.cascade)   intake, cache, classify with backoff, decide, route
     run_stream (pipeline.kafka.stream) batches, publishes, awaits acks, then commits (at-least-once)
     PolicyStore (pipeline.policy)      the policy file, hot-reloaded; each batch decides under one version
+    GuardFollower (pipeline.kafka)     the control topic, read whole before the first batch and followed beside the
+                                       loop: the action guards in force (docs/guard.md)
 
 Why aiokafka and not a faust agent on this path: docs/decisions.md (measured: faust's per-event machinery
 caps the pipeline far below the 10k posts/s target and its acknowledgement model is where its known loss
@@ -25,9 +27,10 @@ from pipeline.cascade.cache import ScoreCache
 from pipeline.cascade.stage import ClassifyStage
 from pipeline.components import build_classifier
 from pipeline.errors import BackendUnavailable
+from pipeline.kafka.control import GuardFollower
 from pipeline.kafka.stream import Batching, StreamReport, run_stream
 from pipeline.metrics import Metrics
-from pipeline.policy import Policy, PolicyStore
+from pipeline.policy import GuardBoard, Policy, PolicyStore
 from pipeline.retry import Backoff
 from pipeline.settings import Settings
 
@@ -62,6 +65,7 @@ async def run_classify_worker(
             LabelMap.for_policy(labels, policy)
 
         store = PolicyStore(settings.policy_path, metrics, accept=fits_model)
+        board = GuardBoard()
         # The shadow policy is hot-reloaded like the live one, but its file's validity is not the live policy's
         # metric (no metrics here): an invalid candidate is logged and the last good candidate stays.
         shadow = (PolicyStore(w.shadow_policy_path, accept=fits_model) if w.shadow_policy_path is not None
@@ -71,7 +75,7 @@ async def run_classify_worker(
             cache=ScoreCache(w.cache_entries, w.cache_ttl_s), metrics=metrics,
             max_text_bytes=settings.max_text_bytes, max_post_bytes=settings.max_post_bytes,
             dead_letter_max_bytes=settings.dead_letter_max_bytes, backoff=backoff,
-            shadow=(lambda: shadow.current) if shadow is not None else None,
+            shadow=(lambda: shadow.current) if shadow is not None else None, audit=True, guards=board.tripped,
         )
         log.info("classify worker: %s (%s) on %s, policy %s %s, group %s", classifier.model_name,
                  classifier.model_version, classifier.backend, store.current.name, store.current.version, w.group_id)
@@ -79,9 +83,15 @@ async def run_classify_worker(
             log.info("shadow policy %s %s (%s): decisions to the shadow topic, never to verdicts",
                      shadow.current.name, shadow.current.version, shadow.path)
         watched = [store.watch] + ([shadow.watch] if shadow is not None else [])
-        return await run_stream(settings, stage, stop, source_role="posts", group_id=w.group_id,
-                                batching=Batching(w.batch_max_posts, w.batch_max_wait_ms / 1000), metrics=metrics,
-                                name="classify", on_assigned=on_ready, background=watched)
+        guards = GuardFollower(settings, board, metrics=metrics)
+        try:
+            await guards.open()  # the guards in force before the first post is decided
+            return await run_stream(settings, stage, stop, source_role="posts", group_id=w.group_id,
+                                    batching=Batching(w.batch_max_posts, w.batch_max_wait_ms / 1000),
+                                    metrics=metrics, name="classify", on_assigned=on_ready,
+                                    background=[*watched, guards.follow])
+        finally:
+            await guards.close()
     finally:
         if owned:
             await classifier.aclose()
