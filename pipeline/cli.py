@@ -635,6 +635,58 @@ def batch(
         raise typer.Exit(3)
 
 
+
+@app.command()
+def backtest(
+    data: Annotated[Path, typer.Option("--data", help="labelled history: JSONL, CSV or Parquet with text and label "
+                                       "(optional id, created_at: replayed in time order when every post has one)")],
+    out: Annotated[Path, typer.Option("--out", help="report, diff and checkpoint folder")] = Path("runs/backtest"),
+    policy: Annotated[Path | None, typer.Option(help="policy file; default MODCASCADE_POLICY_PATH")] = None,
+    model: Annotated[Path | None, typer.Option(help="model directory; default MODCASCADE_MODEL_DIR (with --loop: "
+                                               "the starting model; default one trained on the seed)")] = None,
+    adjudicator: Annotated[str, typer.Option(help="frontier (the configured provider) or labels (the history's "
+                                             "labels stand in, priced at zero, the would-be cost reported)")]
+    = "frontier",
+    compare: Annotated[Path | None, typer.Option(help="a second policy over the same posts: its report and the posts "
+                                                 "whose decision changes (diff.jsonl)")] = None,
+    backend: Annotated[str | None, typer.Option(help="vllm-local (default), vllm-http or transformers")] = "vllm-local",
+    window_size: Annotated[int, typer.Option(help="posts per checkpointed window (without --loop)")] = 2000,
+    live_budget: Annotated[bool, typer.Option(help="meter the policy's hourly escalation budget on the wall clock "
+                                              "(default: lifted, a replay compresses time)")] = False,
+    loop: Annotated[bool, typer.Option(help="the learning loop: retrain on the frontier labels after each window, "
+                                       "gate, decide the next window with the promoted model")] = False,
+    rounds: Annotated[int, typer.Option(help="--loop: windows after the seed and golden posts")] = 4,
+    seed_labels: Annotated[int, typer.Option(help="--loop: the first N posts are the labelled seed")] = 200,
+    golden: Annotated[int, typer.Option(help="--loop: the next N posts are the gate's golden set")] = 300,
+    epochs: Annotated[int, typer.Option(help="--loop: epochs per training")] = 2,
+    mixing: Annotated[str, typer.Option(help="--loop: cap (seed and audits kept, escalation labels capped at "
+                                        "--cap-share of the set) or all")] = "cap",
+    cap_share: Annotated[float, typer.Option(help="--loop: largest share of escalation labels in the set")] = 0.8,
+    reference: Annotated[str, typer.Option(help="--loop: train a model on every label before the window: last "
+                                           "(round), all (rounds) or none")] = "last",
+    base: Annotated[Path | None, typer.Option(help="--loop: base model to fine-tune; default the MiniLM")] = None,
+    overwrite: Annotated[bool, typer.Option(help="start over instead of resuming what --out holds")] = False,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Replay labelled history through the cascade (the stream's own stages): escalation rate, kept accuracy,
+    per-category precision/recall, macro-F1 of the cascade and of the small model, frontier cost against
+    all-frontier; --compare a second policy; --loop the learning loop over time. Resumable."""
+    from pipeline.backtest.command import BacktestCommand, LoopOptions, run_backtest_command
+    from pipeline.errors import ConfigError
+    from pipeline.settings import load_settings
+
+    if adjudicator not in ("frontier", "labels"):
+        raise ConfigError(f"--adjudicator {adjudicator!r}: use frontier or labels")
+    settings = load_settings()
+    _log_level_from_settings()
+    command = BacktestCommand(
+        data=data, out=out, policy=policy, model=model, compare=compare,
+        adjudicator="labels" if adjudicator == "labels" else "frontier", backend=backend, window_size=window_size,
+        live_budget=live_budget, progress=progress, overwrite=overwrite,
+        loop=LoopOptions(rounds=rounds, seed_labels=seed_labels, golden=golden, epochs=epochs, mixing=mixing,
+                         cap_share=cap_share, reference=reference, base_model=base) if loop else None)
+    asyncio.run(run_backtest_command(console, settings, command))
+
 def main(args: list[str] | None = None) -> None:
     """The ``modcascade`` console script; ``args`` default to the command line."""
     _configure_logging()

@@ -52,10 +52,13 @@ class TopicNames(BaseSettings):
                         "policy/category/kind")
     control: str = Field(default="control", description="operator and guard state every classify worker reads "
                          "(e.g. a tripped guard), keyed by policy/category; created compacted")
+    budget: str = Field(default="budget", description="frontier spend booked per adjudication partition "
+                        "(BudgetLedger), so adjudicate replicas share the hourly budget; created compacted")
 
     def all(self) -> dict[str, str]:
         """Role → full topic name, in data-flow order."""
-        roles = ("posts", "verdicts", "adjudication", "labels", "dead_letter", "shadow", "alerts", "control")
+        roles = ("posts", "verdicts", "adjudication", "labels", "dead_letter", "shadow", "alerts", "control",
+                 "budget")
         return {role: self.prefix + getattr(self, role) for role in roles}
 
 
@@ -263,7 +266,7 @@ class ReviewSettings(BaseSettings):
     secret: SecretStr | None = Field(default=None, description="signs the session cookies; required (e.g. "
                                      "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
     users: SecretStr | None = Field(default=None, description="reviewers as name:hash,name:hash (hashes from "
-                                    "`modcascade review hash-password`); required: the console is never open")
+                                    "`modcascade review add-user`); required: the console is never open")
     host: str = Field(default="127.0.0.1", description="address the console listens on")
     port: int = Field(default=8080, ge=0, le=65535, description="port the console listens on (0 = any free one)")
     group_id: str = Field(default="modcascade-review", description="consumer group that fills the queues")

@@ -11,9 +11,10 @@ worker's throughput with the same model, all in one run on one machine.
              (escalations then go to the unadjudicated file: no frontier call is made or measured) and
              ``MODCASCADE_BATCH_CACHE_ENTRIES=0``. Throughput is the report's (``<out stem>.report.json``): posts
              classified / seconds from the first chunk read to the last chunk committed (the engine's start is
-             before that). Peak RSS is the larger of the report's (the batch process and its children, sampled
-             every 0.5 s while it runs) and this module's own sample of the same process tree every 0.2 s over
-             the subprocess's whole life (engine start included). The outputs are checked: every input id exactly
+             before that). Peak RSS is this module's sample of the batch process and its children together
+             (:class:`ProcessTreeRss`, every 0.2 s over the subprocess's whole life, engine start included), or
+             the report's figure where that is larger (the batch process alone, from ``getrusage``: production
+             batch samples nothing and does not need psutil). The outputs are checked: every input id exactly
              once in verdicts + unadjudicated, no dead letter, nothing else.
     goals    batch throughput at L posts >= 1.0 x the stream's; peak RSS at L / at S <= 1.25 (flat memory: the
              batch reads, classifies and writes in chunks, so its memory must not grow with the input).
@@ -84,7 +85,9 @@ class BatchRunResult:
     wall_seconds: float
     """The subprocess from start to exit (interpreter, engine start, run, engine stop)."""
     report_peak_rss_bytes: int
+    """The report's: the batch process's own peak RSS (its engine core child not in it); 0 if not measured."""
     sampled_peak_rss_bytes: int
+    """:class:`ProcessTreeRss` of the batch process: it and its children together, sampled."""
     verdicts: int
     unadjudicated: int
 
@@ -163,14 +166,14 @@ async def run_batch(posts: Path, expected: set[str], *, model_dir: Path, policy_
     out = scratch / f"{posts.stem}.verdicts.jsonl"
     log_path = scratch / f"{posts.stem}.batch.log"
     timeout_s = _BATCH_START_S + len(expected) / _BATCH_POSTS_PER_S_FLOOR
-    peak = [0]
     with log_path.open("wb") as log:
         started = time.perf_counter()
         process = await asyncio.create_subprocess_exec(
             *batch_command(posts, out, model_dir=model_dir, policy_path=policy_path),
             env=batch_environment(os.environ, settings), stdin=asyncio.subprocess.DEVNULL, stdout=log,
             stderr=asyncio.subprocess.STDOUT, start_new_session=True)
-        sampler = asyncio.create_task(sample_rss(process.pid, peak), name="bench-batch-rss")
+        tree = ProcessTreeRss(process.pid)
+        sampler = asyncio.create_task(tree.sample(), name="bench-batch-rss")
         try:
             returncode = await asyncio.wait_for(process.wait(), timeout_s)
         except BaseException:
@@ -191,28 +194,45 @@ async def run_batch(posts: Path, expected: set[str], *, model_dir: Path, policy_
     posts_per_s = float(report["posts_per_s"])
     classify_seconds = report.get("classify_seconds") or (len(expected) / posts_per_s if posts_per_s else 0.0)
     return BatchRunResult(posts=len(expected), posts_per_s=posts_per_s, classify_seconds=float(classify_seconds),
-                          wall_seconds=wall, report_peak_rss_bytes=int(report["peak_rss_bytes"]),
-                          sampled_peak_rss_bytes=peak[0], verdicts=verdicts, unadjudicated=unadjudicated)
+                          wall_seconds=wall, report_peak_rss_bytes=int(report.get("peak_rss_bytes") or 0),
+                          sampled_peak_rss_bytes=tree.peak, verdicts=verdicts, unadjudicated=unadjudicated)
 
 
-async def sample_rss(pid: int, peak: list[int], interval_s: float = SAMPLE_S) -> None:
-    """Keep ``peak[0]`` at the largest RSS of process ``pid`` and its descendants together, every ``interval_s``,
-    until cancelled or the process is gone."""
-    try:
-        root = psutil.Process(pid)
-    except psutil.NoSuchProcess:
-        return
-    while True:
+class ProcessTreeRss:
+    """The peak RSS of a process and its descendants together (the batch process and its vLLM engine core),
+    sampled. A :class:`~pipeline.batch.memory.PeakMemory`: a run in this process can be given
+    ``ProcessTreeRss(os.getpid())`` (with :meth:`sample` running beside it) to report the same figure."""
+
+    scope = "the batch process and its children (the vLLM engine core), sampled"
+
+    def __init__(self, pid: int, interval_s: float = SAMPLE_S) -> None:
+        self.pid = pid
+        self.interval_s = interval_s
+        self.peak = 0
+        self._root: psutil.Process | None = None
+
+    def take(self) -> bool:
+        """One sample; False once the process is gone."""
         try:
-            tree = [root, *root.children(recursive=True)]
+            self._root = self._root or psutil.Process(self.pid)
+            tree = [self._root, *self._root.children(recursive=True)]
         except psutil.NoSuchProcess:
-            return
+            return False
         total = 0
         for process in tree:
-            with contextlib.suppress(psutil.Error):
+            with contextlib.suppress(psutil.Error):  # exited (or turned zombie) while we looked
                 total += process.memory_info().rss
-        peak[0] = max(peak[0], total)
-        await asyncio.sleep(interval_s)
+        self.peak = max(self.peak, total)
+        return True
+
+    async def sample(self) -> None:
+        """Sample every ``interval_s`` until cancelled or the process is gone."""
+        while self.take():
+            await asyncio.sleep(self.interval_s)
+
+    def peak_bytes(self) -> int:
+        self.take()
+        return self.peak
 
 
 async def _stop_group(process: asyncio.subprocess.Process) -> None:
@@ -361,9 +381,9 @@ def render_markdown(result: BatchBenchResult, *, machine: str, date: str) -> str
         "Posts/s is the batch report's: posts classified over the time from the first chunk read to the last "
         "chunk committed (the engine starts before; the whole subprocess took "
         f"{small.wall_seconds:,.0f} s and {large.wall_seconds:,.0f} s). Peak RSS is the batch process and its "
-        "children (the vLLM engine core) together, the larger of the report's figure (sampled every 0.5 s during "
-        "the run) and the bench's own sample every 0.2 s over the subprocess's whole life; pages shared between "
-        "the processes are counted in each. Every input id was found exactly once in the verdicts and "
+        "children (the vLLM engine core) together, sampled by the bench every 0.2 s over the subprocess's whole "
+        "life (the report's own figure, the batch process alone from getrusage, where that is larger); pages "
+        "shared between the processes are counted in each. Every input id was found exactly once in the verdicts and "
         "unadjudicated files, with no dead letter. Posts are a seeded sample of the seed corpus with a unique "
         "suffix each, and neither side has a score cache.",
     ]

@@ -24,7 +24,8 @@ def default_configs(settings: Settings) -> dict[str, dict[str, str]]:
     redelivered post's verdict repeats the same ``verdict_id`` under the same key, so compaction keeps the
     latest verdict per post and readers that replay the topic (state rebuilds) read each post once, not its
     whole history. ``control`` is compacted too: the latest record per key is the state in force (a guard
-    tripped or cleared for a policy/category), which a worker starting later reads in full. Every other topic is a
+    tripped or cleared for a policy/category), which a worker starting later reads in full; so is ``budget`` (the
+    latest spend ledger per adjudication partition, read by the partition's next owner). Every other topic is a
     plain log (time/size retention).
 
     Every topic gets ``max.message.bytes`` = ``MODCASCADE_KAFKA_TOPIC_MAX_MESSAGE_BYTES``, at least the producer's
@@ -33,7 +34,7 @@ def default_configs(settings: Settings) -> dict[str, dict[str, str]]:
     topics = settings.topics.all()
     sized = {MAX_MESSAGE_BYTES: str(settings.kafka.topic_max_message_bytes)}
     configs = {name: dict(sized) for name in topics.values()}
-    for role in ("verdicts", "control"):
+    for role in ("verdicts", "control", "budget"):
         configs[topics[role]].update(COMPACT)
     return configs
 
