@@ -12,8 +12,9 @@ ARG WORKER_IMAGE=modcascade/worker:0.1.0
 FROM ${WORKER_IMAGE}
 USER 0:0
 COPY deploy/docker/requirements-monitor.txt /tmp/requirements-monitor.txt
-RUN python -m pip --python /opt/venv/bin/python install --no-cache-dir --no-deps -r /tmp/requirements-monitor.txt \
- && python -m pip --python /opt/venv/bin/python check \
+# /opt/venv (first on PATH) has no pip of its own: the base image's pip installs into it.
+RUN /usr/local/bin/python -m pip --python /opt/venv/bin/python install --no-cache-dir --no-deps -r /tmp/requirements-monitor.txt \
+ && /usr/local/bin/python -m pip --python /opt/venv/bin/python check \
  && rm /tmp/requirements-monitor.txt \
  && mkdir -p /data/monitor \
  && chown 10001:10001 /data/monitor
