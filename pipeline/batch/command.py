@@ -9,7 +9,6 @@ written to the unadjudicated file and the report says how to enable adjudication
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,9 +21,11 @@ from rich.console import Console
 from pipeline.adjudication.backends import HOW_TO_CONFIGURE
 from pipeline.adjudication.message_batches import MessageBatches
 from pipeline.adjudication.stage import AdjudicationStage
-from pipeline.batch.io import PostSource, open_file_source, open_topic_source
+from pipeline.batch.memory import OwnPeakRss
 from pipeline.batch.report import BatchReport
-from pipeline.batch.runner import BatchOptions, BatchRun, Outputs, PeakRss
+from pipeline.batch.runner import BatchOptions, BatchRun, Outputs
+from pipeline.batch.sources import PostSource
+from pipeline.batch.sources.files import open_file_source
 from pipeline.cascade.cache import ScoreCache
 from pipeline.cascade.stage import ClassifyStage
 from pipeline.errors import ConfigError
@@ -70,15 +71,6 @@ class BatchCommand:
 
 
 async def run_batch_command(console: Console, settings: Settings, command: BatchCommand) -> BatchReport:
-    memory = PeakRss()  # from before the engine loads: starting it is part of the run's footprint
-    sampler = asyncio.create_task(memory.sample())
-    try:
-        return await _run(console, settings, command, memory)
-    finally:
-        sampler.cancel()
-
-
-async def _run(console: Console, settings: Settings, command: BatchCommand, memory: PeakRss) -> BatchReport:
     from pipeline.components import adjudication_limits, build_adjudicator, build_classifier, configured_providers
 
     policy_path = command.policy or settings.policy_path
@@ -103,7 +95,9 @@ async def _run(console: Console, settings: Settings, command: BatchCommand, memo
     try:
         # ClassifyStage and AdjudicationStage are the stream workers' own stages: same decisions, same fallbacks.
         classify = ClassifyStage(classifier, lambda: policy, cache=ScoreCache(b.cache_entries, w.cache_ttl_s),
-                                 metrics=metrics, max_text_bytes=settings.max_text_bytes, backoff=backoff)
+                                 metrics=metrics, max_text_bytes=settings.max_text_bytes, backoff=backoff,
+                                 max_post_bytes=settings.max_post_bytes,
+                                 dead_letter_max_bytes=settings.dead_letter_max_bytes)
         adjudicate = (AdjudicationStage(router, lambda: policy, limits=adjudication_limits(settings), metrics=metrics)
                       if router is not None else None)
         outputs = Outputs.beside(command.out, dead_letters=command.dead_letters, state=command.state)
@@ -118,7 +112,7 @@ async def _run(console: Console, settings: Settings, command: BatchCommand, memo
         log.info("batch: %s → %s with %s (%s) on %s, policy %s %s", source.description, outputs.verdicts,
                  classifier.model_name, classifier.model_version, classifier.backend, policy.name, policy.version)
         run = BatchRun(source, policy, classify, options, identity=identity, adjudicate=adjudicate, batches=batches,
-                       metrics=metrics, console=console, memory=memory)
+                       metrics=metrics, console=console, memory=OwnPeakRss())
         report = await run.run()
     finally:
         await classifier.aclose()
@@ -135,5 +129,7 @@ async def _open_source(settings: Settings, given: BatchInput) -> PostSource:
     if given.file is not None:
         return open_file_source(given.file)
     assert given.topic is not None
+    from pipeline.batch.sources.topic import open_topic_source  # a file run loads no Kafka client
+
     topic = settings.topics.all().get(given.topic.replace("-", "_"), given.topic)  # a role or a topic name
     return await open_topic_source(settings, topic, from_offset=given.from_offset, from_time=given.from_time)

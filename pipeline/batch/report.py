@@ -16,6 +16,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.batch.memory import PeakMemory
+from pipeline.batch.options import Outputs
+from pipeline.batch.progress import RunClock
 from pipeline.records import DeadLetter, Record, Verdict
 
 
@@ -83,8 +86,28 @@ class BatchReport:
     """This invocation's wall time."""
     classified: int
     classify_seconds: float
-    peak_rss_bytes: int
+    peak_rss_bytes: int | None
+    """None: not measured (no instrument was given to the run)."""
     outputs: Mapping[str, str]
+    peak_rss_scope: str | None = None
+    """What ``peak_rss_bytes`` covers (which processes)."""
+
+    @classmethod
+    def build(cls, tally: Tally, *, complete: bool, pending_requests: int, frontier_usd_per_post: float,
+              clock: RunClock, memory: PeakMemory | None, outputs: Outputs) -> BatchReport:
+        """The report of this invocation: ``outputs`` that exist, and the report file (complete) or the
+        checkpoint to resume from (not complete)."""
+        files = {name: str(path) for name, path in outputs.files().items() if path.exists()}
+        if complete:
+            files["report"] = str(outputs.report)
+        else:
+            files["checkpoint"] = str(outputs.state)
+        return cls(tally=tally, complete=complete, pending_requests=pending_requests,
+                   all_frontier_usd=(tally.posts - tally.dead_letters) * frontier_usd_per_post,
+                   run_seconds=clock.run_seconds, classified=clock.classified,
+                   classify_seconds=clock.classify_seconds,
+                   peak_rss_bytes=memory.peak_bytes() if memory is not None else None,
+                   peak_rss_scope=memory.scope if memory is not None else None, outputs=files)
 
     @property
     def posts_per_s(self) -> float:
@@ -107,7 +130,8 @@ class BatchReport:
                          "total": self.total_usd, "all_frontier_estimate": self.all_frontier_usd},
             "run_seconds": self.run_seconds, "total_seconds": self.tally.seconds, "classified": self.classified,
             "classify_seconds": self.classify_seconds,
-            "posts_per_s": self.posts_per_s, "peak_rss_bytes": self.peak_rss_bytes, "outputs": dict(self.outputs),
+            "posts_per_s": self.posts_per_s, "peak_rss_bytes": self.peak_rss_bytes,
+            "peak_rss_scope": self.peak_rss_scope, "outputs": dict(self.outputs),
         }
 
     def render(self, console: Console) -> None:
@@ -135,7 +159,8 @@ class BatchReport:
         table.add_row("time", f"{self.run_seconds:.1f} s this run, {t.seconds:.1f} s in all (engine start excluded)")
         table.add_row("throughput", f"{self.posts_per_s:,.0f} posts/s ({self.classified:,} posts classified in "
                       f"{self.classify_seconds:.1f} s)")
-        table.add_row("peak memory", f"{self.peak_rss_bytes / 2**20:,.0f} MiB RSS (this process and its children)")
+        table.add_row("peak memory", "not measured" if self.peak_rss_bytes is None else
+                      f"{self.peak_rss_bytes / 2**20:,.0f} MiB RSS ({self.peak_rss_scope or 'scope not stated'})")
         for name, path in self.outputs.items():
             table.add_row(name, path)
         console.print(table)

@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import codec
-from pipeline.batch.sources import PARQUET_SUFFIXES
+from pipeline.batch.sources.parquet_file import PARQUET_SUFFIXES
 from pipeline.dataset.files import TEMP_PREFIX, TEMP_SUFFIX, atomic_write, fsync_dir
 from pipeline.errors import ConfigError, DecodeError
 from pipeline.records import Record, Verdict
@@ -117,7 +117,8 @@ def _verdict_schema() -> pa.Schema:
         "category": pa.string(), "scores": pa.map_(pa.string(), pa.float64()), "route": pa.string(),
         "final": pa.bool_(), "model": pa.string(), "model_version": pa.string(), "policy": pa.string(),
         "policy_version": pa.string(), "latency_ms": pa.float64(), "cost_usd": pa.float64(),
-        "rationale": pa.string(), "flags": pa.list_(pa.string()), "decided_at": pa.timestamp("us", tz="UTC"),
+        "rationale": pa.string(), "flags": pa.list_(pa.string()), "supersedes": pa.string(), "guard": pa.string(),
+        "decided_at": pa.timestamp("us", tz="UTC"),
     }
     fields = Verdict.model_fields
     if set(types) != set(fields):
