@@ -1,8 +1,10 @@
 """The one codec: records ⇄ JSON bytes. The only module that imports orjson.
 
 ``decode`` never lets a third-party error escape: bad bytes become a :class:`DecodeError` whose
-``reason`` tag says what was wrong (``invalid_utf8``, ``invalid_json``, ``not_an_object``,
-``invalid_record``, ``empty_text``, ``too_large``), ready to be put in a DeadLetter.
+``reason`` tag says what was wrong (``invalid_utf8``, ``invalid_json``, ``not_an_object``, ``too_deep``,
+``invalid_record``, ``empty_text``, ``too_large``), ready to be put in a DeadLetter. What ``decode``
+accepts can be encoded again (records travel on inside other records); when a record built in Python
+cannot be, ``encode`` raises :class:`RecordError`, never orjson's error.
 """
 
 from __future__ import annotations
@@ -12,26 +14,38 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from pipeline.errors import DecodeError
+from pipeline.errors import DecodeError, RecordError
 
 R = TypeVar("R", bound=BaseModel)
 
 _DUMP_OPTIONS = orjson.OPT_UTC_Z
 
+MAX_DEPTH = 128
+"""Deepest nesting of objects and arrays a decoded record may have. orjson writes at most 254 levels, and a
+decoded post travels on nested in other records (an AdjudicationRequest), so decode keeps well below it."""
+
 
 def encode(record: BaseModel) -> bytes:
-    """Serialize a record to compact JSON bytes (UTC times as ``...Z``)."""
-    return orjson.dumps(record.model_dump(mode="python", exclude_none=False), option=_DUMP_OPTIONS)
+    """Serialize a record to compact JSON bytes (UTC times as ``...Z``); :class:`RecordError` if JSON cannot
+    carry it (ints past 64 bits, lone surrogates, nesting past orjson's limit)."""
+    return _dumps(record.model_dump(mode="python", exclude_none=False), _DUMP_OPTIONS, type(record).__name__)
 
 
 def dumps(value: Any) -> bytes:
     """Serialize plain data (dicts, lists, numbers, strings, datetimes) to JSON bytes."""
-    return orjson.dumps(value, option=_DUMP_OPTIONS)
+    return _dumps(value, _DUMP_OPTIONS, "value")
 
 
 def dumps_pretty(value: Any) -> bytes:
     """Serialize plain data as stable, human-diffable JSON (sorted keys, indented, trailing newline)."""
-    return orjson.dumps(value, option=_DUMP_OPTIONS | orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+    return _dumps(value, _DUMP_OPTIONS | orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS, "value") + b"\n"
+
+
+def _dumps(value: Any, option: int, what: str) -> bytes:
+    try:
+        return orjson.dumps(value, option=option)
+    except orjson.JSONEncodeError as exc:
+        raise RecordError(f"{what} cannot be encoded as JSON: {exc}") from exc
 
 
 def loads(data: bytes | str) -> Any:
@@ -57,12 +71,34 @@ def decode(data: bytes | str, model: type[R], *, context: dict[str, Any] | None 
     if not isinstance(obj, dict):
         raise DecodeError("not_an_object", f"expected a JSON object for {model.__name__}, "
                           f"got {type(obj).__name__}")
+    if _brackets(data) > MAX_DEPTH and _deeper_than(obj, MAX_DEPTH):
+        raise DecodeError("too_deep", f"not a valid {model.__name__}: objects and arrays are nested deeper than "
+                                      f"{MAX_DEPTH} levels")
     try:
         return model.model_validate(obj, context=context)
     except ValidationError as exc:
         types = [err["type"] for err in exc.errors()]
         reason = next((t for t in types if t in _SPECIFIC_REASONS), "invalid_record")
         raise DecodeError(reason, f"not a valid {model.__name__}: {_describe(exc)}") from exc
+
+
+def _brackets(data: bytes | str) -> int:
+    # Cheap bound on the nesting depth (a C scan), so only suspicious records pay for the exact walk.
+    if isinstance(data, bytes):
+        return data.count(b"{") + data.count(b"[")
+    return data.count("{") + data.count("[")
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether a parsed JSON value nests more than ``limit`` objects/arrays (iterative: no recursion limit)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 # Validation failures with their own dead-letter reason (raised as PydanticCustomError by records.py).

@@ -45,7 +45,7 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
 def parse_policy(text: str, file: str = "<string>") -> Policy:
     """Validate policy YAML ``text``; ``file`` names it in the issues."""
     try:
-        loader = yaml.SafeLoader(text)  # checks for unprintable characters up front
+        loader = _Loader(text)  # checks for unprintable characters up front
         try:
             root = loader.get_single_node()
             data = None if root is None else loader.construct_document(root)
@@ -57,7 +57,7 @@ def parse_policy(text: str, file: str = "<string>") -> Policy:
     if root is None:
         raise _fail(file, f"the file is empty: write a policy (see {EXAMPLE})", line=1)
     lines: dict[Loc, int] = {}
-    issues = _index_lines(root, (), lines, file)
+    issues = _index_lines(root, (), lines, file, set())
     if not isinstance(data, dict):
         raise _fail(file, f"the document is {_describe(data)}, not a mapping: a policy is a mapping with the keys "
                           f"{', '.join(Policy.model_fields)} (see {EXAMPLE})", line=root.start_mark.line + 1)
@@ -70,6 +70,56 @@ def parse_policy(text: str, file: str = "<string>") -> Policy:
     return policy
 
 
+MAX_DEPTH = 64
+"""Deepest nesting of mappings and lists a policy file may have (a policy needs four)."""
+MAX_ALIASES = 100
+"""Most aliases (``*name``) a policy file may use: policies need none, and aliases to aliases can make a small
+file stand for a huge or deeply nested document."""
+
+
+class _ValueProblem(yaml.MarkedYAMLError):
+    """A node PyYAML would build into something unusable or fail on with a non-YAML error; ``problem`` says the fix."""
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with bounds on depth and aliases, and its value errors (an int too long to convert,
+    a timestamp that is no date) reported as YAML errors at the node's line rather than escaping as ValueError."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._aliases = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                raise _ValueProblem(problem=f"more than {MAX_ALIASES} aliases: write the values out",
+                                    problem_mark=self.get_mark())
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _ValueProblem(problem=f"mappings and lists nested deeper than {MAX_DEPTH} levels: a policy "
+                                            f"needs a few (see {EXAMPLE})", problem_mark=self.get_mark())
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ArithmeticError, LookupError, TypeError, ValueError, AttributeError) as exc:
+            # PyYAML's constructors fail this way on scalars they cannot build, mostly ones with an explicit tag
+            # (`!!int ''`: IndexError, `!!bool x`: KeyError, `!!timestamp x`: AttributeError).
+            shown = _describe(node.value) if isinstance(node, yaml.ScalarNode) else "this value"
+            kind = str(node.tag).rsplit(":", 1)[-1]
+            # Python's advice after ';' (sys.set_int_max_str_digits) is not for ops.
+            why = f" ({str(exc).split(';')[0]})" if isinstance(exc, ValueError | OverflowError) else ""
+            raise _ValueProblem(problem=f"{shown} is not a valid {kind}{why}: fix the value (policies use no YAML "
+                                        "tags), or quote it to make it text",
+                                problem_mark=node.start_mark) from None
+
+
 def _fail(file: str, message: str, line: int | None = None) -> PolicyError:
     return PolicyError([PolicyIssue(file, "", message, line)])
 
@@ -78,6 +128,8 @@ def _syntax_error(exc: yaml.YAMLError, text: str, file: str) -> PolicyError:
     if isinstance(exc, yaml.reader.ReaderError):
         line = text[: exc.position].count("\n") + 1
         return _fail(file, f"invalid YAML: unprintable character #x{exc.character:04x}: remove it", line)
+    if isinstance(exc, _ValueProblem):
+        return _fail(file, f"invalid YAML: {exc.problem}", line=exc.problem_mark.line + 1 if exc.problem_mark else None)
     if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
         detail = f"{exc.context}, {exc.problem}" if exc.context else str(exc.problem)
@@ -87,9 +139,7 @@ def _syntax_error(exc: yaml.YAMLError, text: str, file: str) -> PolicyError:
     return _fail(file, f"invalid YAML: {' '.join(str(exc).split())}: fix the file")
 
 
-def _index_lines(
-    node: yaml.Node, loc: Loc, lines: dict[Loc, int], file: str, within: frozenset[int] = frozenset()
-) -> list[PolicyIssue]:
+def _index_lines(node: yaml.Node, loc: Loc, lines: dict[Loc, int], file: str, seen: set[int]) -> list[PolicyIssue]:
     """Record the 1-based line of every key and list item under ``node``; report duplicate keys.
 
     PyYAML keeps the last of two equal keys without a word; for a file ops edit by hand that hides a
@@ -97,9 +147,11 @@ def _index_lines(
     """
     lines.setdefault(loc, node.start_mark.line + 1)
     issues: list[PolicyIssue] = []
-    if id(node) in within:  # an alias of an enclosing node: a cycle, which validation reports
+    # An alias names a node indexed already (at its anchor, or an enclosing one: a cycle, which validation
+    # reports). Indexing it again would find nothing new, and aliases of aliases would make it exponential.
+    if id(node) in seen:
         return issues
-    within |= {id(node)}
+    seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode) or key_node.value == "<<":
@@ -111,10 +163,10 @@ def _index_lines(
                                                                 f"{lines[child]}): keep one of them", line))
                 continue
             lines[child] = line
-            issues.extend(_index_lines(value_node, child, lines, file, within))
+            issues.extend(_index_lines(value_node, child, lines, file, seen))
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            issues.extend(_index_lines(item, (*loc, i), lines, file, within))
+            issues.extend(_index_lines(item, (*loc, i), lines, file, seen))
     return issues
 
 
@@ -152,7 +204,7 @@ def _message(error: ErrorDetails, loc: Loc) -> str:
         return f"expected a mapping of keys, got {_describe(value)}: write 'key: value' lines indented under it"
     if kind == "literal_error":
         choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
-        close = difflib.get_close_matches(str(value), choices, n=1)
+        close = difflib.get_close_matches(value, choices, n=1) if isinstance(value, str) else []
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         return f"{_describe(value)} is not allowed{hint}: use one of {', '.join(repr(c) for c in choices)}"
     return f"{_describe(value)} is invalid: {error['msg'].replace('Input should', 'it should')}"
