@@ -136,8 +136,8 @@ class Verdict(Record):
     model_version: str
     policy: str
     policy_version: str
-    latency_ms: float = Field(ge=0.0, description="from the post's created_at, or from ingest")
-    cost_usd: float = Field(ge=0.0, description="estimated cost of producing this verdict")
+    latency_ms: float = Field(ge=0.0, allow_inf_nan=False, description="from the post's created_at, or from ingest")
+    cost_usd: float = Field(ge=0.0, allow_inf_nan=False, description="estimated cost of producing this verdict")
     rationale: str | None = Field(default=None, description="frontier route only")
     flags: tuple[str, ...] = Field(default=(), description="e.g. 'frontier_unavailable' on fallback")
     supersedes: str | None = Field(
