@@ -359,6 +359,7 @@ async def run_chaos(settings: Settings, options: ChaosOptions, *, scratch: Path,
         progress = Progress(inputs.keys)
         kills: list[Kill] = []
         crashes: list[str] = []
+        slow_stops: list[str] = []
         started = time.monotonic()
         async with _running(slots), _task(follow(settings, progress, adjudicating), "reliability follower"):
             publishing = asyncio.ensure_future(publish_all()) if options.rate_per_s else None
@@ -379,13 +380,15 @@ async def run_chaos(settings: Settings, options: ChaosOptions, *, scratch: Path,
                 code = await slot.terminate()
                 if code == -signal.SIGTERM:
                     say(f"  {slot.name} was still starting (SIGTERM came before its handler was set)")
+                elif code is None:
+                    slow_stops.append(f"{slot.name}: {slot.last_line()}")
                 elif code != 0:
                     crashes.append(f"{slot.name}: exit {code} on SIGTERM: {slot.last_line()}")
         say("  reading every output topic to the end")
         read = {role: await read_to_end(settings, [topics[role]], client=f"reliability reader ({role})")
                 for role in ("verdicts", "adjudication", "dead_letter", "labels")}
-    return account(options, inputs, read, kills=kills, crashes=crashes, elapsed_s=elapsed, completed=completed,
-                   adjudicating=adjudicating, broker=broker, load_before=load_before,
+    return account(options, inputs, read, kills=kills, crashes=crashes, slow_stops=slow_stops, elapsed_s=elapsed,
+                   completed=completed, adjudicating=adjudicating, broker=broker, load_before=load_before,
                    backend=backend_label or options.backend)
 
 

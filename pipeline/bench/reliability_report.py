@@ -50,6 +50,8 @@ class ReliabilityResult:
     kills: tuple[Kill, ...]
     crashes: tuple[str, ...]
     """Workers that exited on their own (exit code and the last log line), restarted like the killed ones."""
+    slow_stops: tuple[str, ...]
+    """Workers still running 60 s after the final SIGTERM (then killed), with their last log line."""
     elapsed_s: float
     completed: bool
     """Every input accounted for before ``stall_s`` without progress."""
@@ -99,7 +101,8 @@ def ending_roles(adjudicating: bool) -> tuple[str, ...]:
 
 
 def account(options: ChaosOptions, inputs: Inputs, read: Mapping[str, Sequence[Any]], *, kills: Sequence[Kill],
-            crashes: Sequence[str], elapsed_s: float, completed: bool, adjudicating: bool, broker: str,
+            crashes: Sequence[str], slow_stops: Sequence[str] = (), elapsed_s: float, completed: bool,
+            adjudicating: bool, broker: str,
             load_before: float, backend: str) -> ReliabilityResult:
     """The exact figures from the complete read of every output topic (``read``: role → its records)."""
     last_kill_ms = max((k.at for k in kills), default=float("inf")) * 1000
@@ -122,6 +125,7 @@ def account(options: ChaosOptions, inputs: Inputs, read: Mapping[str, Sequence[A
     return ReliabilityResult(
         options=options, inputs=len(inputs.records), valid=len(inputs.valid), malformed=len(inputs.malformed),
         smallest_bytes=inputs.smallest, largest_bytes=inputs.largest, kills=tuple(kills), crashes=tuple(crashes),
+        slow_stops=tuple(slow_stops),
         elapsed_s=elapsed_s, completed=completed, lost=tuple(sorted(inputs.keys - ended)),
         malformed_dead_lettered=sum(1 for key in inputs.malformed if dead[key] >= 1),
         malformed_dead_lettered_once=sum(1 for key in inputs.malformed if dead[key] == 1),
@@ -169,6 +173,7 @@ def render_markdown(result: ReliabilityResult, *, machine: str, date: str) -> st
         f"(large: {', '.join(f'{mb:g}' for mb in o.large_mb) or 'none'} MB) |",
         f"| SIGKILLs (by worker kind) | {len(result.kills)} of {o.kills} ({kinds or 'none'}) |",
         f"| workers that exited on their own | {len(result.crashes)} |",
+        f"| workers not stopped 60 s after the final SIGTERM (then killed) | {len(result.slow_stops)} |",
         f"| all inputs accounted for | {'yes' if result.completed else '**no**'} |",
         f"| elapsed (first worker start → last input accounted for) | {result.elapsed_s:,.1f} s |",
         f"| **lost** (no final verdict and no dead letter) | **{len(result.lost):,}** |",
@@ -196,6 +201,8 @@ def render_markdown(result: ReliabilityResult, *, machine: str, date: str) -> st
     ]
     if result.crashes:
         lines += ["", "Workers that exited on their own:", *(f"- `{c}`" for c in result.crashes[:10])]
+    if result.slow_stops:
+        lines += ["", "Workers still running 60 s after the final SIGTERM:", *(f"- `{c}`" for c in result.slow_stops)]
     if result.lost:
         lines += ["", f"Lost, first {min(10, len(result.lost))}: {', '.join(result.lost[:10])}"]
     return "\n".join(lines) + "\n"
