@@ -9,8 +9,9 @@ nor this module import a Kafka client, so reading a file in batch mode never loa
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 from pipeline import codec
 from pipeline.intake import RawRecord
@@ -43,8 +44,35 @@ def dead_letter(letter: DeadLetter, source: RawRecord | None) -> Outgoing:
     return Outgoing("dead_letter", key, codec.encode(letter), letter, source)
 
 
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """What a rebalance left this worker: the partitions of its source topic it holds, out of the topic's ``total``,
+    and, for a stage with a ``state_role``, the latest value of every key on that (compacted) topic."""
+
+    topic: str
+    partitions: frozenset[int]
+    total: int
+    state: Mapping[bytes, bytes] = field(default_factory=dict)
+
+    @property
+    def share(self) -> float:
+        """The share of the source topic's partitions held: 0 with none."""
+        return len(self.partitions) / self.total if self.total else 0.0
+
+
 class BatchProcessor(ABC):
     """A stage: one batch of raw records in, the records to publish out."""
+
+    state_role: ClassVar[str | None] = None
+    """A compacted topic role where the stage keeps state per source partition; a transport that runs the stage over
+    a consumer group reads it after every rebalance and hands the latest values to :meth:`assigned`."""
+
+    def assigned(self, assignment: Assignment) -> None:
+        """Called by a transport that spreads the source over several workers (a consumer group), after every
+        rebalance and before the next batch: what this worker now holds. Stages that keep per-partition limits
+        (the adjudication budget) recompute them here; the default does nothing. A transport that runs a stage
+        alone (the batch command) never calls it."""
+        del assignment  # nothing to recompute by default
 
     @abstractmethod
     async def process(self, records: Sequence[RawRecord], wait: Wait) -> Sequence[Outgoing]:

@@ -34,6 +34,11 @@ backing off (its backend is down) when the partitions go is dropped instead (not
 the rebalance never waits on an outage. A commit that still fails (the group moved on without this member)
 is logged and the loop goes on: the new owner re-reads those records (duplicates, never loss).
 
+After every rebalance, before the next fetch, the processor hears what it holds
+(:meth:`~pipeline.stage.BatchProcessor.assigned`: its partitions of the source topic out of the total and, for a
+stage with a ``state_role``, the latest values on that compacted topic): the adjudication stage splits its hourly
+budget by it, so any number of replicas together keep the caps.
+
 Consumer lag: after each fetch and commit, ``modcascade_consumer_lag{group,topic,partition}`` is set per
 assigned partition to its high watermark minus the offset this worker committed (before its first commit
 there: the position it started from, the group's committed offset); series of revoked partitions are removed.
@@ -43,9 +48,10 @@ A paused partition is not fetched, so its high watermark (and lag) is not refres
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
@@ -65,10 +71,11 @@ from aiokafka.errors import (
 from pipeline.errors import BrokerError
 from pipeline.intake import RawRecord
 from pipeline.kafka.clients import make_consumer, make_producer, start_client
+from pipeline.kafka.readback import TopicReader
 from pipeline.metrics import Metrics
 from pipeline.records import DEAD_LETTER_MAX_BYTES, DeadLetter
 from pipeline.settings import Settings, check_message_sizes
-from pipeline.stage import BatchProcessor, Outgoing, dead_letter
+from pipeline.stage import Assignment, BatchProcessor, Outgoing, dead_letter
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +130,14 @@ class StreamLoop:
         group_id: str | None = None,
         name: str = "stream",
         dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES,
+        read_state: Callable[[str], Awaitable[Mapping[bytes, bytes]]] | None = None,
     ) -> None:
         self.consumer = consumer
+        self._read_state = read_state
+        self._source: str | None = None
+        self._assigning = asyncio.Event()  # set while no assignment is being handed to the processor
+        self._assigning.set()
+        self._assign_error: BaseException | None = None
         self.name = name
         self.dead_letter_max_bytes = dead_letter_max_bytes
         self._on_assigned = on_assigned
@@ -148,7 +161,9 @@ class StreamLoop:
         self.records = 0
 
     def subscribe(self, *topics: str) -> None:
-        """Subscribe the consumer to ``topics`` with this loop's rebalance listener."""
+        """Subscribe the consumer to ``topics`` with this loop's rebalance listener (the first is the source the
+        processor's :meth:`~pipeline.stage.BatchProcessor.assigned` hears about)."""
+        self._source = topics[0] if topics else None
         self.consumer.subscribe(list(topics), listener=_Rebalance(self))
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -174,6 +189,12 @@ class StreamLoop:
             self._forget_lag(set(self._lag_series))
 
     async def run_batch(self, batch: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        # aiokafka may hand out records of new partitions while the assignment listener still awaits (reading the
+        # processor's state topic): no batch starts before the processor has heard what it holds. No revocation can
+        # be waiting meanwhile (the coordinator is busy with this assignment), so this cannot deadlock a rebalance.
+        await self._assigning.wait()
+        if self._assign_error is not None:
+            raise self._assign_error
         self._settled.clear()
         self._drop = False
         try:
@@ -386,6 +407,27 @@ class StreamLoop:
         finally:
             self._forget_lag(revoked)
 
+    async def _partitions_assigned(self, assigned: AbstractSet[TopicPartition]) -> None:
+        """After a rebalance, before the next fetch: tell the processor what it holds (and its state topic)."""
+        source = self._source
+        if source is None:
+            return
+        self._assigning.clear()  # before the first await: the loop holds its next batch until this is done
+        try:
+            total = len(self.consumer.partitions_for_topic(source) or ())
+            held = frozenset(tp.partition for tp in assigned if tp.topic == source)
+            role = self.processor.state_role
+            state: Mapping[bytes, bytes] = {}
+            if role is not None and self._read_state is not None:
+                state = await self._read_state(self.topics[role])
+            self.processor.assigned(Assignment(source, held, total, state))
+            log.info("rebalance: %d of %d partitions of %s assigned", len(held), total, source)
+        except Exception as exc:  # aiokafka only logs a listener's error: the loop raises it, the worker stops
+            self._assign_error = exc
+            raise
+        finally:
+            self._assigning.set()
+
     # -- consumer lag -------------------------------------------------------------------------------
 
     def _note_fetched(self, fetched: Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]]) -> None:
@@ -438,7 +480,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka i
         await self._loop._on_revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: AbstractSet[TopicPartition]) -> None:
-        pass
+        await self._loop._partitions_assigned(assigned)
 
 
 Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
@@ -481,8 +523,10 @@ async def run_stream(
         await start_client(consumer, settings, f"{name} consumer")
         loop = StreamLoop(consumer, producer, processor, topics, metrics=metrics, on_assigned=on_assigned,
                           batching=batching, group_id=group_id, name=name,
-                          dead_letter_max_bytes=settings.dead_letter_max_bytes)
+                          dead_letter_max_bytes=settings.dead_letter_max_bytes,
+                          read_state=lambda topic: read_latest(settings, topic))
         loop.subscribe(topics[source_role])
+        freeze_startup_heap()
         loop_done = asyncio.Event()
         try:
             async with asyncio.TaskGroup() as group:
@@ -498,3 +542,28 @@ async def run_stream(
     finally:
         await consumer.stop()
         await producer.stop()
+
+
+def freeze_startup_heap() -> None:
+    """Collect once, then take every object alive now (modules, pydantic schemas, clients, the policy) out of the
+    cyclic collector's reach (``gc.freeze``). A batch allocates tens of thousands of objects that live until it is
+    committed; they reach the oldest generation, and each full collection they trigger would walk the whole
+    startup heap again: ~15 µs per post at 2,000-post batches with the zero-cost classifier (BENCHMARKS.md,
+    "Pipeline throughput"). Everything allocated later is collected as usual."""
+    gc.collect()
+    gc.freeze()
+
+
+async def read_latest(settings: Settings, topic: str) -> dict[bytes, bytes]:
+    """The latest value of every key on ``topic`` (a compacted state topic), read to its end now; a key whose latest
+    record is a tombstone is left out."""
+    latest: dict[bytes, bytes] = {}
+    async with TopicReader.open(settings, [topic], client=f"{topic} state reader") as reader:
+        for message in await reader.read_to_end():
+            if message.key is None:
+                continue
+            if message.value is None:
+                latest.pop(message.key, None)
+            else:
+                latest[message.key] = message.value
+    return latest

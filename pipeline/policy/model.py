@@ -16,7 +16,7 @@ import difflib
 import hashlib
 import re
 from collections.abc import Iterable
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple, cast
 
 from pydantic import (
     AfterValidator,
@@ -386,15 +386,24 @@ class Policy(Section):
             for name, band in self.categories.items()
         )
 
+    # Both are read per post on the hot path: straight from the private dict, as pydantic's own private-attribute
+    # lookup (BaseModel.__getattr__) costs ~10 µs a read.
     @property
     def version(self) -> str:
         """First 12 hex digits of the sha256 of the canonical JSON of this policy."""
-        return self._version
+        return cast(str, _private(self, "_version"))
 
     @property
     def rules(self) -> tuple[BandRule, ...]:
         """The bands in taxonomy order, precomputed once per policy."""
-        return self._rules
+        return cast(tuple[BandRule, ...], _private(self, "_rules"))
+
+
+def _private(model: BaseModel, name: str) -> Any:
+    """A private attribute of ``model`` (set in ``model_post_init``), read without pydantic's slow lookup."""
+    private = model.__pydantic_private__
+    assert private is not None  # every model with private attributes has the dict
+    return private[name]
 
 
 def _band_key_problems(value: Any, taxonomy: Taxonomy) -> list[tuple[Loc, str]]:

@@ -44,5 +44,7 @@ async def test_verdicts_are_created_compacted_and_the_other_topics_are_not(kafka
     finally:
         await delete_topics(settings, list(topics.values()))
     assert policies.pop(topics["verdicts"]) == "compact"
+    assert policies.pop(topics["control"]) == "compact"  # the guards in force: the latest record per key
+    assert policies.pop(topics["budget"]) == "compact"  # the spend ledger of each adjudication partition
     # Kafka reports its default ("delete"); the embedded broker reports only configs that were set.
     assert set(policies.values()) <= {"delete", None}, policies
