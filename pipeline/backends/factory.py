@@ -23,7 +23,7 @@ def make_classifier(kind: str, model_dir: str | Path, policy: Policy, **options:
     """Build backend ``kind`` for the model at ``model_dir``; raises ModelMismatchError when its labels do
     not fit ``policy``'s taxonomy. ``options`` go to the backend's constructor:
 
-    - ``transformers``: max_length, batch_size, threads
+    - ``transformers``: max_length, batch_size, threads, device, dtype, max_batch_tokens
     - ``vllm-local``: max_length, max_model_len, dtype, kv_cache_gib
     - ``vllm-http``: url (required), max_length, batch_size, timeout_s, retry, max_connections, transport
     """

@@ -73,6 +73,7 @@ LAYERS: dict[str, int] = {
     "pipeline.errors": 1,
     "pipeline.metrics": 1,
     "pipeline.retry": 1,
+    "pipeline.torch_batch": 2,
 }
 PACKAGES_ONLY = {"pipeline", "workers"}  # the bare package __init__ modules, which import nothing of ours
 
