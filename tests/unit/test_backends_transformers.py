@@ -12,6 +12,9 @@ from pipeline.backends import make_classifier
 from pipeline.errors import BackendUnavailable, InvalidInputError
 from pipeline.policy import Policy, load_policy
 
+# A real (tiny) transformers model: importing torch and transformers alone takes seconds, past the unit tier's limit.
+pytestmark = pytest.mark.model
+
 REPO = Path(__file__).resolve().parents[2]
 
 
