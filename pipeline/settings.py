@@ -79,6 +79,10 @@ class KafkaSettings(BaseSettings):
     acks: Literal["all", "1", "0"] = Field(default="all", description="producer acknowledgements; the no-loss "
                                            "promise relies on all (outputs on every in-sync replica before a commit)")
     linger_ms: int = Field(default=5, ge=0, description="how long the producer waits to fill a request batch")
+    # aiokafka's (and Kafka's batch.size) default is 16 KiB: ~36 verdicts, so a 2,000-post batch went out in ~56
+    # record batches; at 256 KiB the producer spends ~40% less CPU per output (BENCHMARKS.md, "Pipeline throughput").
+    batch_size: int = Field(default=262_144, ge=16_384, description="bytes the producer collects per partition into "
+                            "one record batch (Kafka's batch.size); at most max_request_size")
     request_timeout_ms: int = Field(default=30_000, gt=0, description="one request to a broker")
     session_timeout_ms: int = Field(default=10_000, gt=0, description="consumer-group session: a member silent "
                                     "this long is replaced (how fast a killed worker's partitions move)")
@@ -439,6 +443,9 @@ def message_size_problems(settings: Settings) -> list[str]:
         problems.append(f"MODCASCADE_KAFKA_TOPIC_MAX_MESSAGE_BYTES={k.topic_max_message_bytes} is below {request}: "
                         "the topics we create would refuse records the producer sends; raise the topic limit or "
                         "lower the request size")
+    if k.batch_size > k.max_request_size:
+        problems.append(f"MODCASCADE_KAFKA_BATCH_SIZE={k.batch_size} is above {request}: a full record batch could "
+                        "not be sent; lower the batch size or raise the request size")
     if k.max_partition_fetch_bytes < k.max_request_size:
         problems.append(f"MODCASCADE_KAFKA_MAX_PARTITION_FETCH_BYTES={k.max_partition_fetch_bytes} is below "
                         f"{request}: a fetch could not hold one whole record we publish; raise it to at least "

@@ -38,6 +38,7 @@ from pipeline.records import AdjudicationRequest, DeadLetter, Record, Verdict
 from pipeline.settings import Settings, load_settings
 
 RUN_DIR = Path("runs/latest")
+_EMBEDDED_FETCH_WAIT_MS = 20
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ async def run_main_job(console: Console, options: MainJobOptions) -> RunSummary:
                 await starting
             console.print(f"model [bold]{server.model_name}[/] ({server.info.version}) served at {server.url}")
             settings = _with_server(settings, server.url)
+            await _warm_up(settings)
             metrics_note = _serve_metrics(settings)
             metrics = Metrics.create()  # one set for both workers: they share this process's registry
             stop = asyncio.Event()
@@ -130,13 +132,32 @@ async def _until_ready(worker: asyncio.Task[object], ready: asyncio.Event) -> No
         raise RuntimeError(f"the {worker.get_name()} stopped before it was ready")
 
 
+async def _warm_up(settings: Settings) -> None:
+    """A fresh vLLM server answers its first requests several times slower than later ones (allocations, first
+    passes at each batch shape): a few calls of growing size before the stream starts, so that the summary's
+    latency is the pipeline's, not the server's start (production servers are warm; their probes classify too)."""
+    from pipeline.components import build_classifier
+
+    classifier = build_classifier(settings)
+    try:
+        for size in (1, 8, 32, 64):
+            await classifier.classify([f"warming up the model server, post {i} of {size}" for i in range(size)])
+    finally:
+        await classifier.aclose()
+
+
 def _with_server(settings: Settings, url: str) -> Settings:
     """Point the worker at the server started here. On the embedded broker (one machine, one worker) a short
-    group session makes the worker's first join take ~1 s instead of ~5 s (tansu waits half a session)."""
+    group session makes the worker's first join take ~1 s instead of ~5 s (tansu waits half a session), and a
+    short fetch wait cuts each hop through it: tansu answers a fetch that found nothing only after part of
+    ``fetch.max.wait.ms`` even when records arrive meanwhile (~25 ms per hop at 100 ms, ~8 ms at 20 ms;
+    BENCHMARKS.md). A real Kafka answers as soon as records arrive, so a configured one keeps its settings."""
     model = settings.model.model_copy(update={"server_url": url, "backend": "vllm-http"})
     update: dict[str, object] = {"model": model}
     if settings.uses_embedded_broker:
-        update["kafka"] = settings.kafka.model_copy(update={"session_timeout_ms": 2000, "heartbeat_interval_ms": 300})
+        update["kafka"] = settings.kafka.model_copy(update={
+            "session_timeout_ms": 2000, "heartbeat_interval_ms": 300,
+            "fetch_max_wait_ms": min(settings.kafka.fetch_max_wait_ms, _EMBEDDED_FETCH_WAIT_MS)})
     return settings.model_copy(update=update)
 
 
@@ -259,8 +280,8 @@ def _render(summary: RunSummary, total: int, elapsed: float, metrics_note: str, 
     table.add_row("cache hits", f"{summary.routes['cache']:,} ({summary.cache_hit_rate:.1%} of small-model verdicts)")
     table.add_row("dead letters", ", ".join(f"{k} {v:,}" for k, v in summary.dead_letters.most_common()) or "0")
     p50, p99 = summary.latency_ms(50), summary.latency_ms(99)
-    table.add_row("latency p50 / p99", f"{p50:,.0f} ms / {p99:,.0f} ms" if p50 is not None and p99 is not None
-                  else "-")
+    table.add_row("latency p50 / p99", f"{p50:,.0f} ms / {p99:,.0f} ms (post in Kafka → decided by the classify "
+                  "worker)" if p50 is not None and p99 is not None else "-")
     if adjudicating:
         p50 = percentile(summary.adjudication_latencies_ms, 50)
         table.add_row("frontier cost (real, from usage)", f"${summary.frontier_usd:,.4f}"

@@ -46,7 +46,8 @@ class RunSummary:
     escalations: Counter[str] = field(default_factory=Counter)
     dead_letters: Counter[str] = field(default_factory=Counter)
     latencies_ms: list[float] = field(default_factory=list)
-    """Classify path: post to verdict or to escalation."""
+    """Classify path: from the post's ``created_at`` (else its Kafka timestamp: when it entered the pipeline) to the
+    classify worker's decision, a verdict or an escalation (``Verdict.latency_ms``, ``enqueued_at - ingested_at``)."""
     adjudication_latencies_ms: list[float] = field(default_factory=list)
     """Post to final adjudicated verdict."""
     small_model_usd: float = 0.0

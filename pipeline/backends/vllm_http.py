@@ -2,9 +2,11 @@
 
 How production runs: the model server is its own service (``modcascade serve-model``, see
 :mod:`pipeline.serving`), the workers reach it over HTTP only. One pooled ``httpx.AsyncClient`` per
-classifier; texts go in batches of ``batch_size``, at most ``max_connections`` in flight, each with a
-request id (``X-Request-Id`` and the body's ``request_id``). Truncation is asked for in the request
-(``truncate_prompt_tokens``), so the server keeps each post's head (see :mod:`pipeline.backends.base`).
+classifier; texts go in requests of at most ``batch_size`` texts and ``batch_tokens`` estimated tokens,
+packed shortest first (long posts share requests with long posts, so they do not hold up the short ones, and
+requests cost about the same), at most ``max_connections`` in flight, each with a request id (``X-Request-Id``
+and the body's ``request_id``). Truncation is asked for in the request (``truncate_prompt_tokens``), so the
+server keeps each post's head (see :mod:`pipeline.backends.base`).
 
 Failures are translated here, at the boundary:
 
@@ -63,6 +65,7 @@ class VllmHttpClassifier:
         url: str,
         max_length: int = DEFAULT_MAX_LENGTH,
         batch_size: int = 64,
+        batch_tokens: int = 4096,
         timeout_s: float = 30.0,
         retry: RetryPolicy | None = None,
         max_connections: int = 4,
@@ -76,6 +79,7 @@ class VllmHttpClassifier:
         self._label_map = LabelMap(info.labels)
         self._max_length = max_length
         self._batch_size = batch_size
+        self._batch_tokens = batch_tokens
         self._retry = retry or RetryPolicy()
         self._slots = asyncio.Semaphore(max_connections)
         self._client = httpx.AsyncClient(
@@ -106,15 +110,36 @@ class VllmHttpClassifier:
 
     async def classify(self, texts: Sequence[str]) -> list[Scores]:
         check_texts(texts)
-        batches = [list(texts[i:i + self._batch_size]) for i in range(0, len(texts), self._batch_size)]
-        if len(batches) <= 1:
-            return await self._classify_batch(batches[0]) if batches else []
+        requests = self._requests(texts)
+        if len(requests) <= 1:
+            return await self._classify_batch(list(texts)) if requests else []
         try:
-            async with asyncio.TaskGroup() as group:  # a failure cancels the other batches
-                tasks = [group.create_task(self._classify_batch(batch)) for batch in batches]
+            async with asyncio.TaskGroup() as group:  # a failure cancels the other requests
+                tasks = [group.create_task(self._classify_batch([texts[i] for i in request])) for request in requests]
         except ExceptionGroup as errors:
             raise errors.exceptions[0] from None
-        return [scores for task in tasks for scores in task.result()]
+        results: list[Scores] = [{}] * len(texts)
+        for request, task in zip(requests, tasks, strict=True):
+            for i, scores in zip(request, task.result(), strict=True):
+                results[i] = scores
+        return results
+
+    def _requests(self, texts: Sequence[str]) -> list[list[int]]:
+        """Positions of ``texts`` per request: at most ``batch_size`` texts and ``batch_tokens`` estimated tokens
+        (~4 UTF-8 bytes a token, at most ``max_length`` a text) each, packed shortest first."""
+        cost = [min(self._max_length, len(text.encode("utf-8", "surrogatepass")) // 4 + 2) for text in texts]
+        requests: list[list[int]] = []
+        current: list[int] = []
+        tokens = 0
+        for i in sorted(range(len(texts)), key=cost.__getitem__):
+            if current and (len(current) >= self._batch_size or tokens + cost[i] > self._batch_tokens):
+                requests.append(current)
+                current, tokens = [], 0
+            current.append(i)
+            tokens += cost[i]
+        if current:
+            requests.append(current)
+        return requests
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -34,10 +34,12 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from pipeline import codec
 from pipeline.errors import DecodeError
@@ -187,21 +189,33 @@ async def run_aiokafka_worker(args: WorkerArgs) -> None:
     try:
         await consumer.start()
         try:
-            while True:
-                batches = await consumer.getmany(timeout_ms=int(args.within * 1000), max_records=args.take)
-                records = [r for rs in batches.values() for r in rs]
-                if not records:
-                    continue
-                if args.batch_delay_ms:
-                    await asyncio.sleep(args.batch_delay_ms / 1000)
-                sends = [await producer.send(args.out_topic, work(r.value), key=r.key) for r in records]
-                await asyncio.gather(*sends)
-                await consumer.commit({tp: rs[-1].offset + 1 for tp, rs in batches.items() if rs})
-                clock.batch_done(len(records))
+            await bare_loop(consumer, producer, args.out_topic, take=args.take, within=args.within,
+                            on_done=clock.batch_done, batch_delay_ms=args.batch_delay_ms)
         finally:
             await consumer.stop()
     finally:
         await producer.stop()
+
+
+async def bare_loop(consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, out_topic: str, *, take: int,
+                    within: float, on_done: Callable[[int], None],
+                    on_fetched: Callable[[int], None] | None = None, batch_delay_ms: float = 0.0) -> None:
+    """The bare aiokafka loop on started clients: getmany → :func:`work` per post → send all → gather the acks →
+    commit; ``on_fetched(n)`` once a batch of ``n`` records is fetched, ``on_done(n)`` once it is committed. Runs
+    until cancelled. The pipeline bench (``pipeline/bench/pipeline.py``) runs it in-process beside the worker."""
+    while True:  # at least 1 ms: a zero timeout with nothing fetched would spin without yielding to the fetcher
+        batches = await consumer.getmany(timeout_ms=max(1, int(within * 1000)), max_records=take)
+        records = [r for rs in batches.values() for r in rs]
+        if not records:
+            continue
+        if on_fetched is not None:
+            on_fetched(len(records))
+        if batch_delay_ms:
+            await asyncio.sleep(batch_delay_ms / 1000)
+        sends = [await producer.send(out_topic, work(r.value), key=r.key) for r in records]
+        await asyncio.gather(*sends)
+        await consumer.commit({tp: rs[-1].offset + 1 for tp, rs in batches.items() if rs})
+        on_done(len(records))
 
 
 def run_faust_worker(args: WorkerArgs) -> None:

@@ -1,8 +1,12 @@
 """Pipeline throughput and latency: the classify worker end to end through Kafka, three measurements in one run.
 
     ceiling    the worker (``run_classify_worker``, in this process) with the zero-cost ``FakeClassifier`` on N
-               pre-produced posts (default 100,000), batch_max_posts 2000: what the streaming code itself can
-               move. Goal: >= 10,000 posts/s per worker process.
+               pre-produced posts (default 50,000), batch_max_posts 2000: what the streaming code itself can
+               move. Goal: >= 10,000 posts/s per worker process. Beside it, alternating (bare, worker, bare,
+               worker), the limit of the client library on the same records: a bare aiokafka loop in this process
+               (getmany → orjson decode → trivial decision → one output per post → await the acks → commit;
+               ``faust_ceiling.bare_loop``), clients from the same settings. Goal: the worker >= 0.5 x its
+               throughput; both reported with CPU-seconds per 1,000 posts (``time.process_time`` over the run).
     model      one vLLM server (``ModelServer``) on the model; the same M posts (default 2,000) through
                (a) the raw backend: ``await classifier.classify(chunk)`` over consecutive chunks of the worker's
                    batch_max_posts, with the classifier the worker builds (``build_classifier``: same HTTP batch
@@ -35,6 +39,7 @@ import dataclasses
 import inspect
 import math
 import os
+import statistics
 import tempfile
 import time
 import uuid
@@ -42,7 +47,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter
 from rich.console import Console
@@ -50,11 +55,13 @@ from rich.console import Console
 from pipeline import codec
 from pipeline.backends.fake import FakeClassifier
 from pipeline.bench.classify import bench_posts
+from pipeline.bench.faust_ceiling import bare_loop
 from pipeline.components import build_classifier
-from pipeline.kafka import EmbeddedBroker, delete_topics, ensure_topics
+from pipeline.kafka import EmbeddedBroker, delete_topics, ensure_topics, make_consumer, make_producer
+from pipeline.kafka.clients import start_client
 from pipeline.kafka.readback import TopicReader
 from pipeline.kafka.readback import produce as produce_records
-from pipeline.kafka.stream import StreamReport
+from pipeline.kafka.stream import StreamReport, freeze_startup_heap
 from pipeline.metrics import Metrics
 from pipeline.policy import load_policy
 from pipeline.services import run_classify_worker
@@ -63,9 +70,11 @@ from pipeline.settings import Settings, TopicNames, load_settings
 
 T = TypeVar("T")
 
-CEILING_POSTS = 100_000
+CEILING_POSTS = 50_000
 CEILING_BATCH = 2000
 CEILING_GOAL_POSTS_PER_S = 10_000.0
+LIMIT_ROUNDS = 2  # bare loop and worker alternate: A B A B
+LIMIT_RATIO_GOAL = 0.5  # the worker's ceiling as a share of the bare aiokafka loop's throughput
 MODEL_POSTS = 2_000
 RATIO_GOAL = 0.9
 LATENCY_S = 20.0
@@ -88,15 +97,56 @@ _RECEIVER_FETCH_WAIT_MS = 20
 
 @dataclass(frozen=True)
 class Run:
-    """``posts`` moved in ``seconds``, at ``batch_max_posts`` (worker batches, or raw chunks)."""
+    """``posts`` moved in ``seconds``, at ``batch_max_posts`` (worker batches, or raw chunks); ``cpu_s``: this
+    process's CPU time (user + system) over the same span, where measured."""
 
     posts: int
     seconds: float
     batch_max_posts: int
+    cpu_s: float = 0.0
 
     @property
     def posts_per_s(self) -> float:
         return self.posts / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cpu_s_per_1k(self) -> float:
+        """CPU-seconds per 1,000 posts."""
+        return 1000 * self.cpu_s / self.posts if self.posts else 0.0
+
+
+@dataclass(frozen=True)
+class LimitComparison:
+    """The bare aiokafka loop and the worker's ceiling, run alternately (A B A B ...) on the same records."""
+
+    bare: tuple[Run, ...]
+    worker: tuple[Run, ...]
+
+    @property
+    def bare_posts_per_s(self) -> float:
+        return statistics.median(r.posts_per_s for r in self.bare)
+
+    @property
+    def worker_posts_per_s(self) -> float:
+        return statistics.median(r.posts_per_s for r in self.worker)
+
+    @property
+    def bare_cpu_s_per_1k(self) -> float:
+        return statistics.median(r.cpu_s_per_1k for r in self.bare)
+
+    @property
+    def worker_cpu_s_per_1k(self) -> float:
+        return statistics.median(r.cpu_s_per_1k for r in self.worker)
+
+    @property
+    def ratio(self) -> float:
+        """Worker throughput as a share of the bare loop's (medians of the runs)."""
+        return self.worker_posts_per_s / self.bare_posts_per_s if self.bare_posts_per_s else 0.0
+
+    @property
+    def cpu_ratio(self) -> float:
+        """Worker CPU per post over the bare loop's."""
+        return self.worker_cpu_s_per_1k / self.bare_cpu_s_per_1k if self.bare_cpu_s_per_1k else 0.0
 
 
 @dataclass(frozen=True)
@@ -115,7 +165,7 @@ class Latency:
 
 @dataclass(frozen=True)
 class PipelineBenchResult:
-    ceiling: Run
+    limit: LimitComparison
     raw: Run
     pipeline: Run
     latency: Latency
@@ -133,7 +183,11 @@ class PipelineBenchResult:
 
     @property
     def ceiling_met(self) -> bool:
-        return self.ceiling.posts_per_s >= CEILING_GOAL_POSTS_PER_S
+        return self.limit.worker_posts_per_s >= CEILING_GOAL_POSTS_PER_S
+
+    @property
+    def limit_met(self) -> bool:
+        return self.limit.ratio >= LIMIT_RATIO_GOAL
 
     @property
     def ratio_met(self) -> bool:
@@ -230,20 +284,24 @@ class Tally:
     def __init__(self) -> None:
         self.count = 0.0
         self.first_at: float | None = None
+        self.first_cpu = 0.0
         self.last_at: float | None = None
+        self.last_cpu = 0.0
         self.reached_at: float | None = None
         """When the count last reached the target of :meth:`reach`."""
+        self.reached_cpu = 0.0
+        """This process's CPU time (``time.process_time``) at ``reached_at``; ``first_cpu`` at ``first_at``."""
         self._target = float("inf")
         self._reached = asyncio.Event()
 
     def add(self, amount: float) -> None:
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.process_time()
         self.count += amount
-        self.last_at = now
+        self.last_at, self.last_cpu = now, cpu
         if self.first_at is None:
-            self.first_at = now
+            self.first_at, self.first_cpu = now, cpu
         if self.count >= self._target and not self._reached.is_set():
-            self.reached_at = now
+            self.reached_at, self.reached_cpu = now, cpu
             self._reached.set()
 
     async def reach(self, target: float) -> None:
@@ -251,7 +309,7 @@ class Tally:
         self._target = target
         self._reached = asyncio.Event()
         if self.count >= target:
-            self.reached_at = self.last_at
+            self.reached_at, self.reached_cpu = self.last_at, self.last_cpu
             return
         await self._reached.wait()
 
@@ -286,8 +344,12 @@ class Probe:
 
     def timed(self, posts: int, batch_max_posts: int) -> Run:
         """The run from the first records consumed until ``done`` reached ``posts`` (after ``done.reach``)."""
-        assert self.consumed.first_at is not None and self.done.reached_at is not None
-        return Run(posts, self.done.reached_at - self.consumed.first_at, batch_max_posts)
+        return _timed(self.consumed, self.done, posts, batch_max_posts)
+
+
+def _timed(consumed: Tally, done: Tally, posts: int, batch_max_posts: int) -> Run:
+    assert consumed.first_at is not None and done.reached_at is not None
+    return Run(posts, done.reached_at - consumed.first_at, batch_max_posts, done.reached_cpu - consumed.first_cpu)
 
 
 @contextlib.asynccontextmanager
@@ -307,8 +369,8 @@ async def running_worker(settings: Settings, probe: Probe,
     await asyncio.wait_for(task, _STOP_S)
 
 
-async def watching(worker: asyncio.Task[StreamReport], awaitable: Awaitable[T], timeout_s: float, what: str) -> T:
-    """``await awaitable``, but fail at once if the worker stops, and after ``timeout_s``."""
+async def watching(worker: asyncio.Task[Any], awaitable: Awaitable[T], timeout_s: float, what: str) -> T:
+    """``await awaitable``, but fail at once if the worker (or loop) stops, and after ``timeout_s``."""
     waiting = asyncio.ensure_future(awaitable)
     try:
         done, _ = await asyncio.wait({waiting, worker}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
@@ -316,7 +378,7 @@ async def watching(worker: asyncio.Task[StreamReport], awaitable: Awaitable[T], 
             return waiting.result()
         if worker in done:
             worker.result()  # raises the worker's error
-            raise RuntimeError(f"the classify worker stopped while {what}")
+            raise RuntimeError(f"{worker.get_name()} stopped while {what}")
         raise TimeoutError(f"timed out after {timeout_s:g} s {what}")
     finally:
         waiting.cancel()
@@ -326,13 +388,16 @@ async def watching(worker: asyncio.Task[StreamReport], awaitable: Awaitable[T], 
 
 
 async def measure_ceiling(base: Settings, *, policy_path: Path, n_posts: int = CEILING_POSTS,
-                          batch_max_posts: int = CEILING_BATCH, console: Console | None = None) -> Run:
-    """The worker with the zero-cost FakeClassifier on ``n_posts`` pre-produced posts."""
+                          batch_max_posts: int = CEILING_BATCH, console: Console | None = None,
+                          records: Sequence[tuple[bytes, bytes]] | None = None) -> Run:
+    """The worker with the zero-cost FakeClassifier on ``n_posts`` pre-produced posts (or on ``records``)."""
     say = _say(console)
     tag = new_tag("ceiling")
     settings = bench_settings(base, policy_path, tag=tag, batch_max_posts=batch_max_posts)
     taxonomy = load_policy(policy_path).taxonomy
-    records = post_records(tag, bench_texts(n_posts, seed=1, tag=tag))
+    if records is None:
+        records = post_records(tag, bench_texts(n_posts, seed=1, tag=tag))
+    n_posts = len(records)
     async with scratch_topics(settings) as topics:
         say(f"  producing {n_posts:,} posts")
         await produce(settings, topics["posts"], records)
@@ -346,6 +411,63 @@ async def measure_ceiling(base: Settings, *, policy_path: Path, n_posts: int = C
                                       n_posts)
         check_outputs(keys, (key for key, _ in records), "ceiling")
     return run
+
+
+async def measure_bare(base: Settings, *, policy_path: Path, records: Sequence[tuple[bytes, bytes]],
+                       batch_max_posts: int = CEILING_BATCH, console: Console | None = None) -> Run:
+    """The bare aiokafka loop (:func:`pipeline.bench.faust_ceiling.bare_loop`: getmany → orjson decode → trivial
+    decision → one output per post → await the acks → commit) on ``records``, pre-produced, in this process, with
+    clients built from the same settings as the worker's (acks=all, linger, fetch sizes and wait, group session),
+    timed like the worker: from the first records fetched to the commit of the last post's output."""
+    say = _say(console)
+    tag = new_tag("bare")
+    settings = bench_settings(base, policy_path, tag=tag, batch_max_posts=batch_max_posts)
+    n_posts = len(records)
+    async with scratch_topics(settings) as topics:
+        say(f"  producing {n_posts:,} posts")
+        await produce(settings, topics["posts"], records)
+        consumed, done = Tally(), Tally()
+        say("  running the bare aiokafka loop")
+        consumer = make_consumer(settings, topics["posts"], group_id=settings.worker.group_id)
+        producer = make_producer(settings)
+        await start_client(producer, settings, "bare loop producer")
+        try:
+            await start_client(consumer, settings, "bare loop consumer")
+            loop = asyncio.create_task(bare_loop(consumer, producer, topics["verdicts"], take=batch_max_posts,
+                                                 within=settings.worker.batch_max_wait_ms / 1000,
+                                                 on_fetched=consumed.add, on_done=done.add), name="bench-bare-loop")
+            try:
+                await watching(loop, done.reach(n_posts), _JOIN_S + n_posts / 1000, "running the bare loop")
+            finally:
+                loop.cancel()
+                await asyncio.gather(loop, return_exceptions=True)
+        finally:
+            await consumer.stop()
+            await producer.stop()
+        run = _timed(consumed, done, n_posts, batch_max_posts)
+        keys = await read_output_keys(settings, [topics["verdicts"]], n_posts)
+        check_outputs(keys, (key for key, _ in records), "bare loop")
+    return run
+
+
+async def compare_limit(base: Settings, *, policy_path: Path, n_posts: int = CEILING_POSTS,
+                        rounds: int = LIMIT_ROUNDS, console: Console | None = None) -> LimitComparison:
+    """The bare loop and the worker's ceiling alternately (A B A B ...), ``rounds`` times each, on the same
+    ``n_posts`` records (the same bytes, produced into fresh topics for every run)."""
+    say = _say(console)
+    tag = new_tag("limit")
+    records = post_records(tag, bench_texts(n_posts, seed=1, tag=tag))
+    bare: list[Run] = []
+    worker: list[Run] = []
+    for round_ in range(1, rounds + 1):
+        say(f" round {round_} of {rounds}: bare aiokafka loop")
+        freeze_startup_heap()  # as the worker does once it has started: both run on a frozen startup heap
+        bare.append(await measure_bare(base, policy_path=policy_path, records=records, console=console))
+        say(f"  {bare[-1].posts_per_s:,.0f} posts/s, {bare[-1].cpu_s_per_1k:.3f} CPU-s per 1,000 posts")
+        say(f" round {round_} of {rounds}: classify worker, zero-cost classifier")
+        worker.append(await measure_ceiling(base, policy_path=policy_path, records=records, console=console))
+        say(f"  {worker[-1].posts_per_s:,.0f} posts/s, {worker[-1].cpu_s_per_1k:.3f} CPU-s per 1,000 posts")
+    return LimitComparison(tuple(bare), tuple(worker))
 
 
 async def measure_raw(settings: Settings, texts: Sequence[str], warmup: Sequence[str]) -> Run:
@@ -515,14 +637,14 @@ async def run_pipeline_bench(console: Console, *, model_dir: Path, policy_path: 
     with contextlib.ExitStack() as stack:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="modcascade-bench-pipeline-")))
         base, broker = start_broker(settings, stack, scratch)
-        console.print(f"pipeline ceiling: {ceiling_posts:,} posts, zero-cost classifier, batch {CEILING_BATCH} "
-                      f"(broker {broker})")
-        ceiling = await measure_ceiling(base, policy_path=policy_path, n_posts=ceiling_posts, console=console)
-        console.print(f"  {ceiling.posts_per_s:,.0f} posts/s")
+        console.print(f"pipeline ceiling against the bare aiokafka loop: {ceiling_posts:,} posts, batch "
+                      f"{CEILING_BATCH}, {LIMIT_ROUNDS} rounds alternating (broker {broker})")
+        limit = await compare_limit(base, policy_path=policy_path, n_posts=ceiling_posts, console=console)
+        console.print(f"  worker / bare loop: {limit.ratio:.2f} (posts/s), CPU per post {limit.cpu_ratio:.2f} x")
         async with model_server(model_dir, base, scratch, console) as server:
             raw, piped, latency = await measure_model(base, policy_path=policy_path, server=server,
                                                       n_posts=model_posts, latency_s=latency_s, console=console)
-    return PipelineBenchResult(ceiling=ceiling, raw=raw, pipeline=piped, latency=latency,
+    return PipelineBenchResult(limit=limit, raw=raw, pipeline=piped, latency=latency,
                                model=model_label or model_dir.name, broker=broker,
                                http_batch_size=base.model.batch_size, http_max_connections=http_max_connections(),
                                load_before=load_before)
@@ -588,7 +710,8 @@ def _yes(met: bool) -> str:
 
 
 def render_markdown(result: PipelineBenchResult, *, machine: str, date: str) -> str:
-    c, r, p, lat = result.ceiling, result.raw, result.pipeline, result.latency
+    lim, r, p, lat = result.limit, result.raw, result.pipeline, result.latency
+    runs = f"{lim.bare[0].posts:,} x {len(lim.bare)}" if lim.bare else "0"
     lines = [
         f"Machine: {machine}. Date: {date}. Broker: {result.broker}. Model: {result.model} on one vLLM server "
         f"(vllm-http, {result.http_batch_size} posts per request, {result.http_max_connections} connections). "
@@ -596,9 +719,13 @@ def render_markdown(result: PipelineBenchResult, *, machine: str, date: str) -> 
         "",
         "| measurement | posts | result | goal | met |",
         "|---|---:|---:|---|---|",
-        f"| pipeline ceiling: zero-cost classifier, batch {c.batch_max_posts} | {c.posts:,} | "
-        f"{c.posts_per_s:,.0f} posts/s | ≥ {CEILING_GOAL_POSTS_PER_S:,.0f} posts/s per worker | "
-        f"{_yes(result.ceiling_met)} |",
+        f"| bare aiokafka loop: getmany → orjson decode → trivial decision → one output per post → acks → commit, "
+        f"batch {CEILING_BATCH} | {runs} | {lim.bare_posts_per_s:,.0f} posts/s; {lim.bare_cpu_s_per_1k:.3f} CPU-s "
+        "per 1,000 posts | | |",
+        f"| pipeline ceiling: the classify worker, zero-cost classifier, batch {CEILING_BATCH} | {runs} | "
+        f"{lim.worker_posts_per_s:,.0f} posts/s ({lim.ratio:.2f} x the bare loop); {lim.worker_cpu_s_per_1k:.3f} "
+        f"CPU-s per 1,000 posts ({lim.cpu_ratio:.2f} x) | ≥ {LIMIT_RATIO_GOAL} x the bare loop; "
+        f"≥ {CEILING_GOAL_POSTS_PER_S:,.0f} posts/s | {_yes(result.limit_met and result.ceiling_met)} |",
         f"| raw backend: `classify()` in chunks of {r.batch_max_posts} | {r.posts:,} | {r.posts_per_s:,.0f} posts/s "
         "| | |",
         f"| pipeline with the model: batch {p.batch_max_posts}, wait {lat.batch_max_wait_ms} ms | {p.posts:,} | "
@@ -611,8 +738,12 @@ def render_markdown(result: PipelineBenchResult, *, machine: str, date: str) -> 
         "corpus with a unique suffix each, and the score cache is off. A run is timed from the worker's first "
         "consumed records (group join excluded) to the commit of the last post's output, and the output topics are "
         "then read back: exactly one output per post id. Ceiling: the zero-cost `FakeClassifier` on pre-produced "
-        "posts. Raw vs pipeline: the same posts, once through `classifier.classify()` in consecutive chunks of the "
-        "worker's batch size with the classifier the worker builds (same HTTP batch size and connections), once "
+        "posts, alternating with the bare aiokafka loop (bare, worker, bare, worker, ...; medians shown) on the same "
+        "records, in the same process, with clients from the same settings (acks=all, linger, fetch sizes, commit "
+        "after every output is acknowledged); CPU-s is this process's CPU time (`time.process_time`) over the timed "
+        "span, so the broker's CPU is not in it. Raw vs pipeline: the same posts, once through "
+        "`classifier.classify()` in consecutive chunks of the worker's batch size with the classifier the worker "
+        "builds (same HTTP batch size and connections), once "
         "pre-produced and through the worker. Latency: posts paced at half the pipeline's throughput into the same "
         "worker, `created_at` stamped at send time, receive time taken by a consumer of verdicts + adjudication in "
         "the same process (batch settings as in the row above).",

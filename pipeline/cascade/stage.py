@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter as TallyCounter
 from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from pipeline import codec
 from pipeline.backends.base import Classifier
@@ -57,6 +59,9 @@ from pipeline.records import (
 )
 from pipeline.retry import Backoff
 from pipeline.stage import BatchProcessor, Outgoing, Wait, dead_letter
+
+if TYPE_CHECKING:
+    from prometheus_client import Counter
 
 log = logging.getLogger(__name__)
 
@@ -141,30 +146,40 @@ class ClassifyStage(BatchProcessor):
         return outputs
 
     def published(self, outputs: Sequence[Outgoing]) -> None:
+        # Counted per label set first, then one labels() lookup and one inc(n) each: the lookups cost more than the
+        # counting. Latencies are observed one by one (a histogram needs every value), one child per route.
         m = self.metrics
         now = time.time()
+        counts: TallyCounter[tuple[Counter, tuple[str, ...]]] = TallyCounter()
+        latencies: dict[str, list[float]] = {}
         for out in outputs:
             record = out.record
             if isinstance(record, Verdict):
-                m.decisions.labels(record.decision, record.category or "none", record.route).inc()
-                m.end_to_end_latency.labels(record.route).observe(
+                counts[m.decisions, (record.decision, record.category or "none", record.route)] += 1
+                latencies.setdefault(record.route, []).append(
                     max(0.0, now - record.decided_at.timestamp() + record.latency_ms / 1000.0))
                 if record.guard is not None:
-                    m.guard_verdicts.labels(record.guard, record.decision, record.route).inc()
-                    m.guard_diverted.labels(record.policy, record.guard, "review").inc()
+                    counts[m.guard_verdicts, (record.guard, record.decision, record.route)] += 1
+                    counts[m.guard_diverted, (record.policy, record.guard, "review")] += 1
             elif isinstance(record, AdjudicationRequest):
                 if record.guard is not None:
-                    m.guard_diverted.labels(record.policy, record.guard, "adjudication").inc()
+                    counts[m.guard_diverted, (record.policy, record.guard, "adjudication")] += 1
                 if record.audited is not None:
-                    m.audit_requests.labels(record.audited.route, record.audited.category or "none").inc()
+                    counts[m.audit_requests, (record.audited.route, record.audited.category or "none")] += 1
                 else:
-                    m.escalations.labels(record.candidate_category or "none").inc()
+                    counts[m.escalations, (record.candidate_category or "none",)] += 1
             elif isinstance(record, DeadLetter):
-                m.dead_letters.labels(record.stage, record.reason).inc()
+                counts[m.dead_letters, (record.stage, record.reason)] += 1
             elif isinstance(record, ShadowDecision):
-                m.shadow_decisions.labels(record.shadow_decision, record.shadow_category or "none").inc()
+                counts[m.shadow_decisions, (record.shadow_decision, record.shadow_category or "none")] += 1
                 if not record.agrees:
-                    m.shadow_disagreements.labels(record.live_decision, record.shadow_decision).inc()
+                    counts[m.shadow_disagreements, (record.live_decision, record.shadow_decision)] += 1
+        for (metric, labels), n in counts.items():
+            metric.labels(*labels).inc(n)
+        for route, values in latencies.items():
+            histogram = m.end_to_end_latency.labels(route)
+            for value in values:
+                histogram.observe(value)
 
     async def _scores(
         self, posts: Sequence[tuple[Post, RawRecord]], policy: Policy, wait: Wait

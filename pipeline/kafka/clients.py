@@ -84,6 +84,7 @@ def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
         "acks": acks,
         "enable_idempotence": settings.idempotence,
         "linger_ms": settings.kafka.linger_ms,
+        "max_batch_size": settings.kafka.batch_size,
         "max_request_size": settings.kafka.max_request_size,
         **overrides,
     }

@@ -1,10 +1,15 @@
 """The at-least-once batch loop every stream worker runs: consume → process → publish → await acks → commit.
 
-    batch = gather(up to max_records, or max_wait after the first record)
+    batch = gather(up to max_records, or max_wait after the first record entered Kafka)
     outputs = await processor.process(batch, wait)       # the library's logic; may back off via wait()
     send every output, then await all their acknowledgements (acks=all)
     commit the batch's offsets                             # only now: a crash before this re-reads the batch
     processor.published(outputs)                           # metrics, once the outputs are durable
+
+Consecutive batches may overlap (``Batching.overlap``, the classify worker): while one batch's acknowledgements
+and commit are awaited, the next is gathered and processed; its outputs are sent only once the batch before is
+committed. So at most two batches are uncommitted at any time, commits stay in order, and each batch is still
+committed only after its own outputs are acknowledged.
 
 Why the offsets move only after the acknowledgements: a worker killed at any point (SIGKILL included)
 either committed a batch whose outputs are all in Kafka, or did not commit it and the group re-reads
@@ -100,10 +105,14 @@ class _Dropped(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Batching:
-    """A batch closes at ``max_records`` records or ``max_wait_s`` after its first record, whichever first."""
+    """A batch closes at ``max_records`` records or ``max_wait_s`` after its first record entered Kafka (its
+    timestamp; at most ``max_wait_s`` from when the loop saw it), whichever first."""
 
     max_records: int = 256
     max_wait_s: float = 0.05
+    overlap: bool = False
+    """Gather and process the next batch while this one's outputs are acknowledged and its offsets committed (the
+    classify worker): a crash may then re-read two batches instead of one."""
     idle_poll_s: float = 0.1
     """How long one poll waits while no batch is open (bounds how fast ``stop`` is noticed)."""
 
@@ -150,8 +159,9 @@ class StreamLoop:
         self._gathering: list[ConsumerRecord[bytes, bytes]] = []  # read, not started on yet
         self._held: list[ConsumerRecord[bytes, bytes]] = []  # read while paused; first in the next batch
         self._stop: asyncio.Event | None = None
-        self._settled = asyncio.Event()  # set while no batch is being processed, published or committed
+        self._settled = asyncio.Event()  # set while no batch is being processed or sent
         self._settled.set()
+        self._finishing: asyncio.Task[None] | None = None  # the sent batch's acknowledgements and commit
         self._in_wait = False  # the processor is backing off, inside a paused poll
         self._revoking = False  # a rebalance waits for the batch in progress
         self._drop = False  # the batch in progress must be dropped (its partitions went while backing off)
@@ -174,21 +184,42 @@ class StreamLoop:
         try:
             while not stop.is_set():
                 batch = await self._gather(stop)
+                if self._finishing is not None and self._finishing.done():
+                    await self._finished()  # raises the error of the batch before, if it failed
                 if batch:
                     try:
-                        await self.run_batch(batch)
+                        await self._start(batch)
+                        if not self.batching.overlap:
+                            await self._finished()
                     except _Abandoned:
                         log.warning("stopped while waiting for a backend: %d records left uncommitted, to be "
                                     "re-read", len(batch))
-                        return
+                        break  # the batch before, already sent, is still finished below
                     except _Dropped:
                         self._resume()
                         log.warning("partitions were reassigned while waiting for a backend: %d records dropped "
                                     "uncommitted (none published), their owners re-read them", len(batch))
+        except BaseException:
+            if self._finishing is not None:  # a crash: the batch before stays uncommitted (re-read), like this one
+                self._finishing.cancel()
+                await asyncio.wait({self._finishing})
+                self._finishing = None
+            raise
+        else:
+            await self._finished()  # the last batch's acknowledgements and commit
         finally:
             self._forget_lag(set(self._lag_series))
 
     async def run_batch(self, batch: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        """One batch from start to commit: processed, every output acknowledged, the offsets committed."""
+        await self._start(batch)
+        await self._finished()
+
+    async def _start(self, batch: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        """Process ``batch`` and send its outputs; their acknowledgements, the commit and ``published`` follow in
+        :attr:`_finishing`, beside the loop gathering and processing the next batch. The batch before must be
+        finished (acknowledged and committed) before this one's outputs are sent: at most one batch is awaiting
+        its acknowledgements, and commits stay in order."""
         # aiokafka may hand out records of new partitions while the assignment listener still awaits (reading the
         # processor's state topic): no batch starts before the processor has heard what it holds. No revocation can
         # be waiting meanwhile (the coordinator is busy with this assignment), so this cannot deadlock a rebalance.
@@ -204,21 +235,37 @@ class StreamLoop:
                     self.metrics.records_consumed.labels(topic=topic).inc(sum(1 for m in batch if m.topic == topic))
             outputs = await self.processor.process(raws, self._paused_wait)
             self._resume()
-            outputs = await self._publish(outputs)
-            await self._commit(batch)
+            await self._finished()
+            sent = await self._send(outputs)
+            self._finishing = asyncio.create_task(self._finish(batch, sent), name=f"{self.name}-acks-and-commit")
         finally:
             self._settled.set()
+
+    async def _finish(self, batch: Sequence[ConsumerRecord[bytes, bytes]], sent: _Sent) -> None:
+        outputs = await self._acknowledged(sent)
+        await self._commit(batch)
         self.processor.published(outputs)
         self.batches += 1
         self.records += len(batch)
         await self._update_lag()
+
+    async def _finished(self) -> None:
+        """Wait for the batch whose acknowledgements and commit are under way, if any; raise its error."""
+        task = self._finishing
+        if task is None:
+            return
+        try:
+            await task
+        finally:
+            if self._finishing is task:
+                self._finishing = None
 
     async def _gather(self, stop: asyncio.Event) -> list[ConsumerRecord[bytes, bytes]]:
         # ``_gathering`` is one list for the whole gather, so a rebalance can take records out of it in place.
         self._gathering[:], self._held = self._held, []
         batch = self._gathering
         limit = self.batching.max_records
-        deadline = time.monotonic() + self.batching.max_wait_s if batch else None
+        deadline = self._deadline(batch[0]) if batch else None
         while len(batch) < limit:
             if deadline is None:
                 if stop.is_set():
@@ -235,7 +282,7 @@ class StreamLoop:
             self._note_fetched(fetched)
             await self._update_lag()
             if batch and deadline is None:
-                deadline = time.monotonic() + self.batching.max_wait_s
+                deadline = self._deadline(batch[0])
             if deadline is None:
                 break  # idle: hand control back so the caller can check ``stop``
             if time.monotonic() >= deadline:
@@ -243,6 +290,17 @@ class StreamLoop:
         # Handed over without an await in between: from here on a rebalance waits for this batch.
         gathered, self._gathering = list(batch), []
         return gathered
+
+    def _deadline(self, first: ConsumerRecord[bytes, bytes]) -> float:
+        """When a batch whose first record is ``first`` closes (``time.monotonic``): ``max_wait_s`` after that record
+        entered Kafka (its timestamp), not after this gather began. Records that waited in the fetch buffer while
+        the previous batch was processed have used their window up already; waiting ``max_wait_s`` more for them
+        was pure latency. Never later than ``max_wait_s`` from now: a timestamp ahead of this clock changes nothing,
+        an old one (a backlog, a producer clock behind) closes the batch with what the fetches already hold."""
+        window = self.batching.max_wait_s
+        if first.timestamp is not None and first.timestamp > 0:
+            window = min(window, max(0.0, window - (time.time() - first.timestamp / 1000)))
+        return time.monotonic() + window
 
     async def _paused_wait(self, seconds: float) -> None:
         # Re-pause on every call: a rebalance during the outage may have assigned new partitions.
@@ -282,14 +340,25 @@ class StreamLoop:
     async def _publish(self, outputs: Sequence[Outgoing]) -> list[Outgoing]:
         """Send every output and await every acknowledgement; return the outputs as published (a refused one
         replaced by its dead letter). Raises :class:`BrokerError` when the batch must stay uncommitted."""
-        refused: dict[int, KafkaError] = {}  # index in outputs → why it was refused
+        return await self._acknowledged(await self._send(outputs))
+
+    async def _send(self, outputs: Sequence[Outgoing]) -> _Sent:
+        """Hand every output to the producer (all sent before any acknowledgement is awaited)."""
+        sent = _Sent(outputs, [], {})
         try:
-            pending: list[tuple[int, asyncio.Future[Any]]] = []
             for i, out in enumerate(outputs):
                 try:
-                    pending.append((i, await self.producer.send(self.topics[out.role], out.value, key=out.key)))
+                    sent.pending.append((i, await self.producer.send(self.topics[out.role], out.value, key=out.key)))
                 except REFUSED as exc:  # the producer's own check (max_request_size), before anything is sent
-                    refused[i] = exc
+                    sent.refused[i] = exc
+        except KafkaError as exc:
+            raise _publish_failed(len(outputs), exc) from exc
+        return sent
+
+    async def _acknowledged(self, sent: _Sent) -> list[Outgoing]:
+        """Await the acknowledgements of ``sent``; the outputs as published (see :meth:`_publish`)."""
+        outputs, pending, refused = sent.outputs, sent.pending, sent.refused
+        try:
             results = await asyncio.gather(*(future for _, future in pending), return_exceptions=True)
             batch_refused = []
             for (i, _), result in zip(pending, results, strict=True):
@@ -301,8 +370,7 @@ class StreamLoop:
                 if (error := await self._send_alone(outputs[i])) is not None:
                     refused[i] = error
         except KafkaError as exc:
-            raise BrokerError(f"publishing {len(outputs)} outputs failed ({type(exc).__name__}: {exc}); the batch "
-                              "was not committed and will be re-read: check the broker") from exc
+            raise _publish_failed(len(outputs), exc) from exc
         if not refused:
             return list(outputs)
         published = list(outputs)
@@ -393,17 +461,23 @@ class StreamLoop:
         if dropped := before - len(self._gathering) - len(self._held):
             log.info("rebalance: %d records read but not started on are left to the partitions' next owner", dropped)
         try:
-            if self._settled.is_set():
-                return
-            if self._in_wait:  # backing off: the batch is dropped once the poll returns, never awaited here
-                self._drop = True
-                return
-            log.info("rebalance: finishing the batch in progress before giving up %d partitions", len(revoked))
-            self._revoking = True
-            try:
-                await self._settled.wait()
-            finally:
-                self._revoking = False
+            if not self._settled.is_set():
+                if self._in_wait:  # backing off: the batch is dropped once the poll returns, never awaited here
+                    self._drop = True
+                else:
+                    log.info("rebalance: finishing the batch in progress before giving up %d partitions",
+                             len(revoked))
+                    self._revoking = True
+                    try:
+                        await self._settled.wait()
+                    finally:
+                        self._revoking = False
+            if (finishing := self._finishing) is not None:  # a sent batch: acknowledged and committed while ours
+                self._revoking = True
+                try:
+                    await asyncio.wait({finishing})  # never raises here: a failed batch is the loop's to raise
+                finally:
+                    self._revoking = False
         finally:
             self._forget_lag(revoked)
 
@@ -462,6 +536,21 @@ class StreamLoop:
                 self._lag_series.discard(tp)
                 if self.metrics is not None:
                     self.metrics.consumer_lag.remove(self.group_id, tp.topic, str(tp.partition))
+
+
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    """A batch's outputs handed to the producer: the acknowledgement of each sent one (by index), and the ones the
+    producer refused at once."""
+
+    outputs: Sequence[Outgoing]
+    pending: list[tuple[int, asyncio.Future[Any]]]
+    refused: dict[int, KafkaError]
+
+
+def _publish_failed(count: int, exc: KafkaError) -> BrokerError:
+    return BrokerError(f"publishing {count} outputs failed ({type(exc).__name__}: {exc}); the batch was not "
+                       "committed and will be re-read: check the broker")
 
 
 def _where(source: RawRecord | None) -> str:

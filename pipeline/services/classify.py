@@ -87,7 +87,7 @@ async def run_classify_worker(
         try:
             await guards.open()  # the guards in force before the first post is decided
             return await run_stream(settings, stage, stop, source_role="posts", group_id=w.group_id,
-                                    batching=Batching(w.batch_max_posts, w.batch_max_wait_ms / 1000),
+                                    batching=Batching(w.batch_max_posts, w.batch_max_wait_ms / 1000, overlap=True),
                                     metrics=metrics, name="classify", on_assigned=on_ready,
                                     background=[*watched, guards.follow])
         finally:

@@ -177,6 +177,20 @@ async def test_http_batches_preserve_order_and_ask_for_truncation(model_dir: Pat
     assert len(set(ids)) == 3 and all(b["header_id"] == b["request_id"] for b in seen)
 
 
+async def test_http_requests_pack_by_token_budget_shortest_first(model_dir: Path) -> None:
+    seen: list[dict[str, Any]] = []
+    classifier = http_classifier(model_dir, classify_handler(seen), batch_size=64, batch_tokens=90, max_length=100)
+    texts = ["long " * 60 if i % 3 == 0 else f"short {i}" for i in range(9)]  # ~77 and ~3 estimated tokens
+    try:
+        results = await classifier.classify(texts)
+    finally:
+        await classifier.aclose()
+    assert [max(r, key=r.__getitem__) for r in results] == [LABELS[len(t) % 7] for t in texts]  # back in order
+    # Each long post fills a request alone (two would pass the budget); the six short ones go together, first.
+    assert sorted(len(b["input"]) for b in seen) == [1, 1, 1, 6]
+    assert all(len(b["input"]) == 1 for b in seen if b["input"][0].startswith("long"))
+
+
 async def test_empty_batch_and_empty_texts(model_dir: Path) -> None:
     seen: list[dict[str, Any]] = []
     classifier = http_classifier(model_dir, classify_handler(seen))

@@ -162,6 +162,7 @@ def test_the_defaults_agree() -> None:
     ({"max_request_size": 2_000_000},
      ["MODCASCADE_KAFKA_TOPIC_MAX_MESSAGE_BYTES=1048588", "MODCASCADE_KAFKA_MAX_PARTITION_FETCH_BYTES=1048576"]),
     ({"fetch_max_bytes": 500_000}, ["MODCASCADE_KAFKA_FETCH_MAX_BYTES=500000"]),
+    ({"batch_size": 2_000_000}, ["MODCASCADE_KAFKA_BATCH_SIZE=2000000 is above MODCASCADE_KAFKA_MAX_REQUEST_SIZE"]),
     ({"max_text_bytes": 200_000}, ["MODCASCADE_MAX_TEXT_BYTES=200000", "lower MODCASCADE_MAX_TEXT_BYTES (e.g. to "
                                    "172032)"]),
     ({"max_text_bytes": 100_000, "max_post_bytes": 50_000}, ["is above MODCASCADE_MAX_POST_BYTES=50000"]),
@@ -192,6 +193,7 @@ async def test_clients_and_topics_get_the_sizes_from_settings() -> None:
     consumer = make_consumer(settings, "posts", group_id=None)
     try:
         assert producer._max_request_size == 2_000_000
+        assert producer._message_accumulator._batch_size == settings.kafka.batch_size  # Kafka's batch.size
         assert (consumer._max_partition_fetch_bytes, consumer._fetch_max_bytes) == (3_000_000, 9_000_000)
     finally:
         await consumer.stop()
