@@ -10,7 +10,10 @@ from pipeline.errors import DecodeError
 from pipeline.records import (
     RECORD_TYPES,
     AdjudicationRequest,
+    Alert,
+    BudgetLedger,
     DeadLetter,
+    GuardState,
     Label,
     Post,
     Record,
@@ -24,7 +27,8 @@ from tests.support.samples import sample_records
 pytestmark = pytest.mark.broker
 
 
-def _post_id(record: Record) -> str:
+def _key(record: Record) -> str:
+    """The Kafka key the workers publish each record under: the post id, or the record's own key."""
     match record:
         case Post():
             return record.id
@@ -35,7 +39,9 @@ def _post_id(record: Record) -> str:
         case DeadLetter():
             assert record.original_key is not None
             return record.original_key
-    raise AssertionError(f"no post id for {type(record).__name__}")
+        case Alert() | GuardState() | BudgetLedger():
+            return record.key
+    raise AssertionError(f"no key for {type(record).__name__}")
 
 
 async def test_every_record_type_round_trips_through_the_broker(
@@ -46,12 +52,12 @@ async def test_every_record_type_round_trips_through_the_broker(
     topic = await topic_factory("records")
     producer = await producer_factory()
     for record in records:
-        await producer.send(topic, codec.encode(record), key=_post_id(record).encode())
+        await producer.send(topic, codec.encode(record), key=_key(record).encode())
     await producer.flush()
 
     consumed = await read_records(await consumer_factory(topic), len(records))
     for original, message in zip(records, consumed, strict=True):
-        assert message.key == _post_id(original).encode()
+        assert message.key == _key(original).encode()
         assert codec.decode(message.value, type(original)) == original
 
 
