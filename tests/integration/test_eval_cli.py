@@ -33,7 +33,7 @@ POLICY = REPO / "policies" / "default.yaml"
 TARGET_PRECISION = 0.8
 
 EVAL_KEYS = {"schema_version", "model", "data", "labels", "macro_f1", "accuracy", "ece", "worst_slice_f1",
-             "per_class", "worst_slice", "confusion", "reliability", "cascade"}
+             "per_class", "worst_slice", "confusion", "reliability", "cascade", "live_precision"}
 
 
 def modcascade(*args: str) -> subprocess.CompletedProcess[str]:
