@@ -7,16 +7,21 @@ with the defaults on the whole corpus gives a better model in about ten. :func:`
 posts for the live demo: fresh texts from the seed generator, spam waves that exercise the score cache,
 and a malformed record now and then for the dead-letter topic.
 
-Training imports torch; this module imports it only inside :func:`ensure_demo_model`.
+Training imports torch; it runs in a spawned child process, so this process never does (see :func:`_build_in_child`).
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import random
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 from rich.console import Console
@@ -86,31 +91,80 @@ def ensure_demo_model(model_dir: Path, console: Console, *, policy_path: Path) -
         raise ConfigError(f"{policy_path}: taxonomy: {missing} have no rows in the demo corpus {CORPUS_PATH}: "
                           "train a model on your own data (modcascade train) for this policy")
 
-    from pipeline.training.baseline import tfidf_baseline
-    from pipeline.training.card import write_card
-    from pipeline.training.data import split
-    from pipeline.training.trainer import train  # imports torch
-
     console.print(f"no model in {model_dir}: training the demo model on {len(examples):,} seed posts "
                   f"({DEMO_TRAIN.epochs} epochs, about 2 minutes on 2 CPU cores)")
     started = time.perf_counter()
     model_dir.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}{_BUILDING}", dir=model_dir.parent))
     try:
-        train_rows, val_rows = split(examples, DEMO_TRAIN.val_fraction, DEMO_TRAIN.seed)  # the trainer's split
-        baseline = tfidf_baseline(train_rows, val_rows, sorted(counts))
-        result = train(DEMO_TRAIN, examples, building, progress=True)
-        card = write_card(result, data_path=CORPUS_PATH, data_size=len(examples), baseline=baseline)
+        built = _build_in_child(examples, sorted(counts), building)
         if model_dir.exists():
             model_dir.rmdir()  # empty (checked above)
         building.rename(model_dir)
     finally:
         shutil.rmtree(building, ignore_errors=True)  # gone already after a successful rename
-    v = result.validation
-    console.print(f"demo model {card['version']} ready in {model_dir}: validation macro-F1 {v['macro_f1']:.3f} "
-                  f"on {result.val_size:,} held-out posts (baseline {baseline['macro_f1']:.3f}), built in "
+    console.print(f"demo model {built.version} ready in {model_dir}: validation macro-F1 {built.macro_f1:.3f} "
+                  f"on {built.val_size:,} held-out posts (baseline {built.baseline_f1:.3f}), built in "
                   f"{time.perf_counter() - started:,.0f} s")
     return True
+
+
+@dataclass(frozen=True, slots=True)
+class _Built:
+    version: str
+    macro_f1: float
+    val_size: int
+    baseline_f1: float
+
+
+def _build_in_child(examples: Sequence[Example], labels: list[str], building: Path) -> _Built:
+    """Train in a spawned child process. Training imports torch (and through it triton), whose native extensions
+    report "leaked" objects when an interpreter that imported them shuts down: a screen of noise at the end of the
+    first ``make run``. The child leaves with ``os._exit`` once its model and card are written, so neither it nor
+    this process (which never imports torch) prints any of it."""
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_build_and_exit, args=(list(examples), labels, building, send),
+                            name="demo-model-training")
+    child.start()
+    send.close()
+    try:
+        outcome = receive.recv()
+    except EOFError:
+        outcome = None
+    child.join()
+    if isinstance(outcome, _Built):
+        return outcome
+    detail = outcome if isinstance(outcome, str) else f"the training process exited with code {child.exitcode}"
+    raise ConfigError(f"training the demo model failed: {detail}")
+
+
+def _build_and_exit(examples: list[Example], labels: list[str], building: Path, send: Connection) -> None:
+    code = 0
+    try:
+        send.send(_build(examples, labels, building))
+    except BaseException as exc:  # reported to the parent, which raises it as one error line
+        send.send(f"{type(exc).__name__}: {exc}")
+        code = 1
+    finally:
+        send.close()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _build(examples: Sequence[Example], labels: list[str], building: Path) -> _Built:
+    from pipeline.training.baseline import tfidf_baseline
+    from pipeline.training.card import write_card
+    from pipeline.training.data import split
+    from pipeline.training.trainer import train  # imports torch
+
+    train_rows, val_rows = split(examples, DEMO_TRAIN.val_fraction, DEMO_TRAIN.seed)  # the trainer's split
+    baseline = tfidf_baseline(train_rows, val_rows, labels)
+    result = train(DEMO_TRAIN, examples, building, progress=True)
+    card = write_card(result, data_path=CORPUS_PATH, data_size=len(examples), baseline=baseline)
+    return _Built(str(card["version"]), float(result.validation["macro_f1"]), result.val_size,
+                  float(baseline["macro_f1"]))
 
 
 # -- the demo stream ---------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.utils import logging as hf_logging
 
@@ -24,8 +24,8 @@ class TrainingProgress(TrainerCallback):  # type: ignore[misc]  # transformers i
     def __init__(self, description: str = "training", console: Console | None = None) -> None:
         self._description = description
         self._progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("eta"), TimeRemainingColumn(), console=console, transient=False,
+            TextColumn("{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[status]}"), console=console, transient=False,
         )
         self._task: Any = None
         self._score = ""
@@ -33,36 +33,41 @@ class TrainingProgress(TrainerCallback):  # type: ignore[misc]  # transformers i
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                        **kwargs: Any) -> None:
         self._progress.start()
-        self._task = self._progress.add_task(self._description, total=state.max_steps)
+        self._task = self._progress.add_task(self._description, total=state.max_steps, status="")
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                     **kwargs: Any) -> None:
-        self._progress.update(self._task, completed=state.global_step, description=self._label(state))
+        self._progress.update(self._task, completed=state.global_step, status=self._status(state))
 
     def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                     metrics: dict[str, float] | None = None, **kwargs: Any) -> None:
         if metrics and "eval_macro_f1" in metrics:
-            self._score = f", validation macro-F1 {metrics['eval_macro_f1']:.3f}"
-        self._progress.update(self._task, description=self._label(state))
+            self._score = f", val F1 {metrics['eval_macro_f1']:.3f}"
+        self._progress.update(self._task, status=self._status(state))
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                      **kwargs: Any) -> None:
         self._progress.update(self._task, completed=state.max_steps if control.should_training_stop is False
-                              else state.global_step, description=self._label(state))
+                              else state.global_step, status=self._status(state))
         self._progress.stop()
 
-    def _label(self, state: TrainerState) -> str:
+    def _status(self, state: TrainerState) -> str:
         epoch = f"epoch {state.epoch:.1f}" if state.epoch is not None else ""
-        return f"{self._description} ({epoch}{self._score})"
+        return f"{epoch}{self._score}"
 
 
 @contextlib.contextmanager
 def quiet_transformers() -> Iterator[None]:
     """Silence transformers' notes (e.g. "Some weights ... were newly initialized": expected for a new
-    classification head) for the duration; errors still show."""
+    classification head) and its own tqdm bars ("Loading weights", "Writing model shards") for the duration;
+    errors still show."""
     previous = hf_logging.get_verbosity()
+    bars_were_on = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         yield
     finally:
         hf_logging.set_verbosity(previous)
+        if bars_were_on:
+            hf_logging.enable_progress_bar()

@@ -130,7 +130,7 @@ def train(config: TrainConfig, examples: Sequence[Example], out_dir: str | Path,
         trainer.remove_callback(PrinterCallback)  # prints each log entry as a raw dict
         trainer.remove_callback(ProgressCallback)
         if progress:
-            trainer.add_callback(TrainingProgress(f"training {Path(config.base_model).name}"))
+            trainer.add_callback(TrainingProgress("training"))
         trainer.train()
         prediction = trainer.predict(trainer.eval_dataset)
         logits = np.asarray(prediction.predictions)
