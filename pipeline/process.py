@@ -25,6 +25,7 @@ import enum
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -191,3 +192,11 @@ def _group_alive(group: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` now, for a child process to listen on (another process may still take it
+    before the child binds it: callers retry where that matters)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])

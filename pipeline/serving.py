@@ -16,7 +16,6 @@ its workers), waits, then SIGKILLs whatever is left of the group, so no engine p
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -27,7 +26,7 @@ import httpx
 
 from pipeline.backends.base import ModelInfo
 from pipeline.errors import BackendUnavailable
-from pipeline.process import ManagedProcess, Readiness
+from pipeline.process import ManagedProcess, Readiness, free_port
 
 _STOP_GRACE_S = 15.0
 _POLL_S = 0.5
@@ -113,7 +112,7 @@ class ModelServer:
         pick_port = self.port == 0
         for attempt in range(3 if pick_port else 1):
             if pick_port:
-                self.port = _free_port(self.host)
+                self.port = free_port(self.host)
             self._launch()
             try:
                 self._wait_ready()
@@ -209,9 +208,3 @@ class _PortInUse(Exception):
 def _quote(tail: str) -> str:
     return f"Server output:\n{tail}" if tail else "The server printed nothing."
 
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port

@@ -91,7 +91,7 @@ async def run_worker(name: str, console: Console, *, check: bool) -> None:
     """Run stream worker ``name`` in the foreground until SIGTERM/Ctrl-C (graceful: the batch in progress
     is finished and committed; a second signal cancels at once). ``check`` only checks its dependencies."""
     from pipeline.components import build_classifier
-    from pipeline.metrics import Metrics, serve
+    from pipeline.metrics import Metrics
     from pipeline.services import run_adjudicate_worker, run_classify_worker, run_feedback_worker
 
     if name not in ("classify", "adjudicate", "feedback"):
@@ -115,11 +115,7 @@ async def run_worker(name: str, console: Console, *, check: bool) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
     metrics = Metrics.create()
-    try:
-        serve(settings.metrics_port)
-    except OSError as exc:
-        raise SettingsError(f"cannot serve metrics on port {settings.metrics_port} ({exc.strerror}): give each "
-                            "worker its own MODCASCADE_METRICS_PORT, or 0 to turn the endpoint off") from exc
+    serve_metrics(settings)
     where = f", metrics on :{settings.metrics_port}/metrics" if settings.metrics_port else ""
     if name == "adjudicate":
         report = await run_adjudicate_worker(settings, stop, metrics=metrics)
@@ -144,7 +140,7 @@ async def run_worker(name: str, console: Console, *, check: bool) -> None:
 def run_monitor(console: Console) -> None:
     """Run the drift monitor (a faust-streaming worker) in the foreground until SIGTERM/Ctrl-C. Its thresholds are
     the ``monitor:`` section of the policy at MODCASCADE_POLICY_PATH, read at start."""
-    from pipeline.metrics import Metrics, serve
+    from pipeline.metrics import Metrics
     from pipeline.policy import load_policy
 
     try:
@@ -157,11 +153,7 @@ def run_monitor(console: Console) -> None:
     settings = load_settings()
     policy = load_policy(settings.policy_path)
     metrics = Metrics.create()
-    try:
-        serve(settings.metrics_port)
-    except OSError as exc:
-        raise SettingsError(f"cannot serve metrics on port {settings.metrics_port} ({exc.strerror}): give each "
-                            "worker its own MODCASCADE_METRICS_PORT, or 0 to turn the endpoint off") from exc
+    serve_metrics(settings)
     monitor = MonitorApp(settings, policy, metrics=metrics, policy_path=settings.policy_path)
     topics = settings.topics.all()
     config = policy.monitor
@@ -228,3 +220,14 @@ def _topic(settings: Settings, name: str) -> str:
     """Accept a role ('posts', 'dead-letter') or a full topic name."""
     roles = settings.topics.all()
     return roles.get(name.replace("-", "_"), name)
+
+
+def serve_metrics(settings: Settings) -> None:
+    """Serve this process's Prometheus metrics on ``settings.metrics_port`` (0: no endpoint)."""
+    from pipeline.metrics import serve
+
+    try:
+        serve(settings.metrics_port)
+    except OSError as exc:
+        raise SettingsError(f"cannot serve metrics on port {settings.metrics_port} ({exc.strerror}): give each "
+                            "worker its own MODCASCADE_METRICS_PORT, or 0 to turn the endpoint off") from exc

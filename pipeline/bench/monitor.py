@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import os
 import random
-import socket
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ from rich.console import Console
 from pipeline import codec
 from pipeline.bench.pipeline import Run, measure_ceiling, new_tag, produce, scratch_topics, start_broker
 from pipeline.policy import decide, load_policy
+from pipeline.process import free_port
 from pipeline.records import AdjudicationRequest, Post, Verdict, verdict_id
 from pipeline.settings import Settings, TopicNames, load_settings
 
@@ -85,11 +85,6 @@ def cascade_output(n: int, policy_path: Path, *, seed: int = 18) -> list[tuple[s
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 def consumed(port: int, topics: set[str]) -> int | None:
     """The monitor's ``modcascade_records_consumed_total`` over ``topics`` (None while it does not answer)."""
@@ -127,7 +122,7 @@ async def measure_monitor(base: Settings, *, policy_path: Path, n_posts: int = M
         for role in ("verdicts", "adjudication"):
             await produce(settings, topics[role], [(k, v) for r, k, v in output if r == role])
         inputs = {topics["verdicts"], topics["adjudication"]}
-        port = _free_port()
+        port = free_port()
         log = scratch / f"{tag}.log"
         env = monitor_env(settings, app_id=f"{tag}-monitor", data_dir=scratch / f"{tag}-data", port=port)
         if console:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import socket
 import tempfile
 import threading
 import time
@@ -27,7 +26,7 @@ from typing import Any, Self, TypeVar
 from aiokafka.admin import AIOKafkaAdminClient
 
 from pipeline.errors import EmbeddedBrokerError
-from pipeline.process import ManagedProcess, Readiness
+from pipeline.process import ManagedProcess, Readiness, free_port
 from pipeline.settings import BrokerSettings
 
 T = TypeVar("T")
@@ -93,7 +92,7 @@ class EmbeddedBroker:
         pick_port = self.port == 0
         for attempt in range(3 if pick_port else 1):
             if pick_port:
-                self.port = _free_port(self.host)
+                self.port = free_port(self.host)
             try:
                 self._launch(binary)
                 self._wait_ready()
@@ -220,12 +219,6 @@ class _PortInUse(Exception):
 def _quote(tail: str) -> str:
     return f"Broker output:\n{tail}" if tail else "The broker printed nothing."
 
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def _metadata_error(bootstrap: str, timeout_s: float) -> str | None:

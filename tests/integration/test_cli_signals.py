@@ -11,15 +11,11 @@ import time
 
 import pytest
 
+from pipeline.process import free_port
 from pipeline.settings import Settings
 
 pytestmark = pytest.mark.broker
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _port_open(port: int) -> bool:
@@ -31,7 +27,7 @@ def _port_open(port: int) -> bool:
 def test_broker_command_stops_the_embedded_broker_on(sig: signal.Signals, kafka_settings: Settings) -> None:
     if not kafka_settings.uses_embedded_broker:
         pytest.skip("starts an embedded broker of its own")
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODCASCADE_") and k != "KAFKA_BOOTSTRAP"}
     env["MODCASCADE_BROKER_PORT"] = str(port)
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "broker"], env=env, text=True,

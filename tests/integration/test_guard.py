@@ -12,7 +12,6 @@ import asyncio
 import hashlib
 import io
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -29,12 +28,14 @@ from pipeline.backends.fake import FakeClassifier
 from pipeline.kafka.control import publish_guards, read_guards
 from pipeline.kafka.readback import TopicReader
 from pipeline.metrics import Metrics
+from pipeline.process import free_port
 from pipeline.records import AdjudicationRequest, GuardState, Verdict, utcnow
 from pipeline.services import run_classify_worker
 from pipeline.settings import Settings
 from tests.support import REPO
 from tests.support.cascade import cascade_settings
 from tests.support.kafka import ProducerFactory, unique
+from tests.support.policies import default_policy_with_monitor
 from tests.support.processes import start_worker
 from tests.support.workers import worker_env
 
@@ -67,20 +68,10 @@ class Model:
 
 
 def guard_policy(tmp_path: Path) -> Path:
-    text = (REPO / "policies" / "default.yaml").read_text("utf-8")
-    head, rest = text.split("\nmonitor:", 1)
-    section = ("\nmonitor:\n" + "".join(f"  {key}: {value}\n" for key, value in {
+    return default_policy_with_monitor(tmp_path, {
         "window_s": WINDOW_S, "lateness_s": 0.5, "trailing_windows": 3, "min_posts": 40, "min_events": 10,
-        "block_rate_factor": 3.0}.items()))
-    path = tmp_path / "policy.yaml"
-    path.write_text(head + section + "\n" + rest.split("\n\n", 1)[1], "utf-8")
-    return path
+        "block_rate_factor": 3.0})
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def window_end(port: int) -> float:

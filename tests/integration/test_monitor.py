@@ -11,7 +11,6 @@ import asyncio
 import os
 import random
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -28,10 +27,12 @@ from pipeline import codec
 from pipeline.kafka import make_admin
 from pipeline.monitor.windows import window_start
 from pipeline.policy import decide, load_policy
+from pipeline.process import free_port
 from pipeline.records import AdjudicationRequest, Alert, Post, Record, Verdict, verdict_id
 from pipeline.settings import Settings
 from tests.support import REPO
 from tests.support.kafka import ConsumerFactory, ProducerFactory, TopicFactory, unique
+from tests.support.policies import default_policy_with_monitor
 from tests.support.processes import start_worker
 
 pytestmark = pytest.mark.broker
@@ -44,18 +45,8 @@ STARTUP_S = 90.0  # import, group join (~4 s), table recovery
 def monitor_policy(tmp_path: Path, **overrides: object) -> Path:
     """The default policy with short windows (seconds) and a small minimum of posts."""
     settings = {"window_s": 5, "lateness_s": 1, "trailing_windows": 3, "min_posts": 100, **overrides}
-    text = (REPO / "policies" / "default.yaml").read_text("utf-8")
-    head, rest = text.split("\nmonitor:", 1)
-    section = "\nmonitor:\n" + "".join(f"  {key}: {value}\n" for key, value in settings.items())
-    path = tmp_path / "policy.yaml"
-    path.write_text(head + section + "\n" + rest.split("\n\n", 1)[1], "utf-8")
-    return path
+    return default_policy_with_monitor(tmp_path, settings)
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
