@@ -121,18 +121,22 @@ async def test_workers_joining_and_leaving_mid_stream_publish_nothing_twice(
 ) -> None:
     stream = make_stream(3000, malformed_every=60)
     await publish(await producer_factory(), settings.topics.all()["posts"], stream.records)
-    # 60 batches of 50 at 50 ms per model call: ~3 s of work for one worker, so the group changes mid-stream.
-    workers.append(first := Worker(settings, latency_s=0.05))
+    # The workers crawl (1 s per batch of 50, so one worker needs a minute) until the group has changed twice, then
+    # run at full speed: the group changes mid-stream however long the joins take on a loaded machine.
+    crawl_s, full_speed_s = 1.0, 0.01
+    workers.append(first := Worker(settings, latency_s=crawl_s))
     await asyncio.wait_for(first.ready.wait(), 30)
     started = time.monotonic()
-    workers.append(second := Worker(settings, latency_s=0.05))
+    workers.append(second := Worker(settings, latency_s=crawl_s))
     await asyncio.wait_for(second.ready.wait(), 30)  # a rebalance: the first gave half its partitions up
-    workers.append(third := Worker(settings, latency_s=0.05))
+    workers.append(third := Worker(settings, latency_s=crawl_s))
     await asyncio.wait_for(third.ready.wait(), 30)
     await second.halt()  # graceful leave: another rebalance
     partial = await collect(settings, stream, timeout_s=0.2, quiet_s=0)
     assert not partial.complete(stream), (f"the stream ended {time.monotonic() - started:.1f} s after the "
-                                          "first join, before the group changed: make it longer")
+                                          "first join, before the group changed: crawl slower")
+    for live in (first, third):
+        live.classifier.latency_s = full_speed_s
 
     out = await collect(settings, stream, timeout_s=60)
 
