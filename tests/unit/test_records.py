@@ -6,6 +6,7 @@ import base64
 from datetime import UTC, datetime
 
 import pytest
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from pipeline import codec
 from pipeline.errors import DecodeError
@@ -133,3 +134,37 @@ def test_records_are_frozen() -> None:
     post = Post(id="p", text="t")
     with pytest.raises(ValueError, match="frozen"):
         post.text = "changed"  # type: ignore[misc]
+
+
+class _Renamed(BaseModel):
+    name: str = Field(serialization_alias="title")
+
+
+class _Derived(BaseModel):
+    n: int
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def double(self) -> int:
+        return 2 * self.n
+
+
+class _Holder(BaseModel):
+    inner: list[_Derived]
+    self_ref: _Holder | None = None
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+@pytest.mark.parametrize("model", [_Renamed, _Derived, _Holder, _Open])
+def test_a_model_whose_dump_is_not_its_fields_is_encoded_through_model_dump(model: type[BaseModel]) -> None:
+    assert not codec.dumps_as_fields(model)
+
+
+def test_encode_keeps_what_model_dump_adds() -> None:
+    assert codec.loads(codec.encode(_Holder(inner=[_Derived(n=2)]))) == {
+        "inner": [{"n": 2, "double": 4}], "self_ref": None}
+    assert codec.loads(codec.encode(_Renamed(name="x"))) == {"name": "x"}  # model_dump(by_alias=False), as before
+    assert codec.loads(codec.encode(_Open(extra_field=1))) == {"extra_field": 1}
