@@ -53,6 +53,7 @@ class ModelServer:
         startup_timeout_s: float = 180.0,
         log_path: Path | None = None,
         python: str = sys.executable,
+        reserved_cpus: int | None = None,
     ) -> None:
         self.info = ModelInfo.from_dir(model_dir)
         self.host = host
@@ -62,6 +63,7 @@ class ModelServer:
         self.kv_cache_gib = kv_cache_gib
         self.startup_timeout_s = startup_timeout_s
         self.python = python
+        self.reserved_cpus = reserved_cpus
         self._log_path = log_path
         self._process: ManagedProcess | None = None
 
@@ -104,6 +106,17 @@ class ModelServer:
             "--host", self.host,
             "--port", str(self.port),
         ]
+
+    def environment(self) -> dict[str, str]:
+        """The server's environment: this process's, plus the CPU build's knobs."""
+        env = dict(os.environ)
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(self.kv_cache_gib)  # the CPU build's own knob wins over the flag
+        env["NO_COLOR"] = "1"
+        if self.reserved_cpus is not None:
+            # vLLM's CPU engine keeps a core away from its compute threads for its scheduler by default: half the
+            # compute of a 2-core machine (docs/decisions.md, "make run's latency on 2 cores").
+            env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(self.reserved_cpus)
+        return env
 
     def start(self) -> Self:
         """Start the server and wait until it serves the model (at most ``startup_timeout_s``)."""
@@ -154,9 +167,7 @@ class ModelServer:
     # -- internals ---------------------------------------------------------------------------------
 
     def _launch(self) -> None:
-        env = dict(os.environ)
-        env["VLLM_CPU_KVCACHE_SPACE"] = str(self.kv_cache_gib)  # the CPU build's own knob wins over the flag
-        env["NO_COLOR"] = "1"
+        env = self.environment()
         # Its own process group, so stop() reaches the engine children.
         process = ManagedProcess(self.command(), log_path=self.log_path, env=env, grace_s=_STOP_GRACE_S)
         try:

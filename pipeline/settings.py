@@ -166,6 +166,10 @@ class ModelSettings(BaseSettings):
     timeout_s: float = Field(default=30.0, gt=0, description="one classifier call")
     retries: int = Field(default=4, ge=0, description="attempts after the first on a failed call")
     threads: int | None = Field(default=None, ge=1, description="torch threads for in-process backends")
+    server_reserved_cpus: int | None = Field(
+        default=None, ge=0, description="CPU build of the model server only: cores its engine leaves to other "
+        "processes (VLLM_CPU_NUM_OF_RESERVED_CPU); unset: vLLM's default (one, for its scheduler), except in "
+        "`modcascade run`, which uses 0 because the broker and the workers share the machine's cores with it")
 
 
 class WorkerSettings(BaseSettings):

@@ -76,7 +76,7 @@ async def serve_model(console: Console, *, model: Path | None, port: int | None,
     model_dir = model or settings.model.dir
     url = urlsplit(settings.model.server_url)
     server = ModelServer(model_dir, host=url.hostname or "127.0.0.1", port=port or url.port or 8000,
-                         max_model_len=max_model_len)
+                         max_model_len=max_model_len, reserved_cpus=settings.model.server_reserved_cpus)
     console.print(f"starting vLLM (pooling runner) on {model_dir}; log: {server.log_path}")
     await asyncio.to_thread(server.start)
     try:

@@ -665,7 +665,7 @@ async def model_server(model_dir: Path, base: Settings, scratch: Path, console: 
     """One vLLM server on ``model_dir`` (log in ``scratch``), started now, stopped on the way out (also when its
     start fails or is cancelled)."""
     server = ModelServer(model_dir, port=0, max_model_len=max(MAX_MODEL_LEN, base.model.max_length),
-                         log_path=scratch / "vllm-server.log")
+                         log_path=scratch / "vllm-server.log", reserved_cpus=base.model.server_reserved_cpus)
     try:
         console.print(f"starting a vLLM server on {server.model_name} (~40 s)")
         await start_model_server(server)

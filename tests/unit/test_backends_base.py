@@ -304,3 +304,17 @@ def test_factory_rejects_unknown_kinds_and_options(model_dir: Path, policy: Poli
         make_classifier("onnx", model_dir, policy)
     with pytest.raises(ConfigError, match="backend vllm-http takes no option threads: it takes batch_size"):
         make_classifier("vllm-http", model_dir, policy, url="http://x", threads=2)
+
+
+# -- the model server's environment ----------------------------------------------------------------
+
+
+def test_the_model_server_leaves_vllm_its_cpu_reservation_unless_told(model_dir: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.serving import ModelServer
+
+    monkeypatch.delenv("VLLM_CPU_NUM_OF_RESERVED_CPU", raising=False)
+    assert "VLLM_CPU_NUM_OF_RESERVED_CPU" not in ModelServer(model_dir).environment()
+    env = ModelServer(model_dir, reserved_cpus=0, kv_cache_gib=2).environment()
+    assert env["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
+    assert env["VLLM_CPU_KVCACHE_SPACE"] == "2"
