@@ -12,7 +12,7 @@
                    batch_max_posts, with the classifier the worker builds (``build_classifier``: same HTTP batch
                    size and connection limit), and
                (b) the pipeline: the posts pre-produced, the worker built from the same settings.
-               Reported as pipeline / raw. Goal: >= 0.95 (issue 20). (b) alone is ``measure_stream``: the stream's throughput
+               Reported as pipeline / raw. Goal: >= 0.95. (b) alone is ``measure_stream``: the stream's throughput
                that the batch suite (pipeline/bench/batch.py) compares ``modcascade batch`` with.
     latency    offered load 0.5 x the pipeline throughput of (b), paced for ~20 s into the worker of (b), each post
                stamped ``created_at`` at send time; a consumer of verdicts + adjudication takes receive time -
