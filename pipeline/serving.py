@@ -114,7 +114,7 @@ class ModelServer:
         env["NO_COLOR"] = "1"
         if self.reserved_cpus is not None:
             # vLLM's CPU engine keeps a core away from its compute threads for its scheduler by default: half the
-            # compute of a 2-core machine (docs/decisions.md, "make run's latency on 2 cores").
+            # compute of a 2-core machine (docs/decisions.md, "The model server's CPU engine gets every core").
             env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(self.reserved_cpus)
         return env
 
