@@ -34,7 +34,7 @@ from tests.support.cascade import REPO, cascade_settings, publish
 from tests.support.frontier import MessagesServer, Reply, user_text
 from tests.support.kafka import ProducerFactory
 
-pytestmark = [pytest.mark.integration, pytest.mark.broker]
+pytestmark = pytest.mark.broker
 
 LABELS = ("safe", "spam", "harassment", "hate", "sexual", "violence", "self_harm")
 N = 600

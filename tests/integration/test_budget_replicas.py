@@ -22,7 +22,7 @@ from tests.support.cascade import REPO, cascade_settings, publish, read_verdicts
 from tests.support.frontier import MessagesServer, Reply
 from tests.support.kafka import ProducerFactory
 
-pytestmark = [pytest.mark.integration, pytest.mark.broker]
+pytestmark = pytest.mark.broker
 
 CAP = 20
 POSTS = 120

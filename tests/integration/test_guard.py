@@ -39,7 +39,7 @@ from tests.support.policies import default_policy_with_monitor
 from tests.support.processes import start_worker
 from tests.support.workers import worker_env
 
-pytestmark = [pytest.mark.integration, pytest.mark.broker]
+pytestmark = pytest.mark.broker
 
 LABELS = ("safe", "spam", "harassment", "hate", "sexual", "violence", "self_harm")
 WINDOW_S = 2

@@ -38,7 +38,7 @@ from pipeline.stage import BatchProcessor, Outgoing, Wait, dead_letter
 from tests.support.cascade import REPO, assert_accounted, cascade_settings, collect, make_stream, publish
 from tests.support.kafka import ProducerFactory, fast_group, read_records, unique
 
-pytestmark = [pytest.mark.integration, pytest.mark.broker]
+pytestmark = pytest.mark.broker
 
 LABELS = ("safe", "spam", "harassment", "hate", "sexual", "violence", "self_harm")
 MB = 1_000_000

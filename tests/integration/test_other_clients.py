@@ -26,7 +26,7 @@ from pipeline.settings import Settings
 from tests.support.cascade import REPO, assert_accounted, cascade_settings, collect, make_stream
 from tests.support.kafka import unique
 
-pytestmark = [pytest.mark.integration, pytest.mark.broker]
+pytestmark = pytest.mark.broker
 
 LABELS = ("safe", "spam", "harassment", "hate", "sexual", "violence", "self_harm")
 JOIN_GOAL_S = 10.0

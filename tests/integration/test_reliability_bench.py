@@ -21,7 +21,7 @@ from tests.support.cascade import REPO
 from tests.support.frontier import MessagesServer
 from tests.support.reliability import chaos_verdict
 
-pytestmark = [pytest.mark.integration, pytest.mark.broker]
+pytestmark = pytest.mark.broker
 
 LARGE_MB = (1.0, 2.0)
 """Records over 1 MB: the embedded broker takes them; a real Kafka refuses them at ``message.max.bytes``."""

@@ -32,7 +32,7 @@ from tests.support import REPO
 from tests.support.kafka import ConsumerFactory, ProducerFactory, TopicFactory, unique
 from tests.support.review import SECRET, post, verdict
 
-pytestmark = [pytest.mark.integration, pytest.mark.broker, pytest.mark.browser, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.broker, pytest.mark.browser, pytest.mark.timeout(240)]
 
 CHROMIUM = Path("/usr/bin/chromium")
 XSS = '<script>window.__pwned = 1</script><img src="x" onerror="window.__pwned = 2"><b>not bold</b> & friends'

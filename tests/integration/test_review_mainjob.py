@@ -24,7 +24,7 @@ from pipeline.settings import ReviewSettings, Settings
 from tests.support.kafka import TopicFactory, unique
 from tests.support.review import SECRET
 
-pytestmark = [pytest.mark.integration, pytest.mark.broker, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.broker, pytest.mark.timeout(180)]
 
 
 async def job_settings(kafka_settings: Settings, topic_factory: TopicFactory, tmp_path: Path,
