@@ -27,8 +27,9 @@ $(STAMP): pyproject.toml deploy/overrides.txt
 	@touch $@
 
 # Debian packages the tests need, installed only where missing (apt-get; as root, or through sudo):
-# chromium for the review console's browser tests; prometheus for promtool (the alerting rules' unit tests).
-SYSTEM_PACKAGES := chromium prometheus
+# chromium for the review console's browser tests; prometheus for promtool (the alerting rules' unit tests);
+# postgresql for the review store's tests on PostgreSQL (a throwaway cluster: tests/support/postgres.py).
+SYSTEM_PACKAGES := chromium prometheus postgresql
 system-deps:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

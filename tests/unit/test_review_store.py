@@ -1,5 +1,7 @@
-"""The review console's database on SQLite: migrations, idempotent ingestion, claims, decisions, outbox, restart.
-And its web app through Starlette's test client: sign-in, CSRF, escaping, claim conflicts."""
+"""The review console's database: migrations, idempotent ingestion, claims, decisions, outbox, restart; each on
+SQLite (the embedded default, unit tier) and on PostgreSQL (a throwaway cluster, or MODCASCADE_TEST_POSTGRES_URL;
+tools tier: tests/support/postgres.py). And its web app through Starlette's test client: sign-in, CSRF, escaping,
+claim conflicts."""
 
 from __future__ import annotations
 
@@ -22,17 +24,33 @@ from pipeline.review.db import current_revision, decisions, make_engine, metadat
 from pipeline.review.decision import parse_choice
 from pipeline.review.store import ReviewConflict, ReviewStore
 from pipeline.review.web import create_app
-from tests.support import REPO
+from tests.support import REPO, postgres
 from tests.support.review import SECRET, T0, audit_label, post, review_settings, verdict
-
-pytestmark = pytest.mark.unit
 
 SAFE, CATEGORIES = "safe", ("harassment", "spam")
 
 
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'review.db'}"
+@pytest.fixture(scope="module")
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL server for this module's tests (see tests/support/postgres.py), or a skip saying why not."""
+    if (configured := postgres.configured_url()) is not None:
+        yield configured
+        return
+    try:
+        with postgres.throwaway_cluster() as server:
+            yield server
+    except postgres.Unavailable as exc:
+        pytest.skip(f"no PostgreSQL here: {exc}")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.tools)])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The database the store runs on: a SQLite file, or a fresh database on the PostgreSQL server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'review.db'}"
+        return
+    with postgres.fresh_database(request.getfixturevalue("postgres_server")) as database:
+        yield database
 
 
 @pytest.fixture
