@@ -139,22 +139,25 @@ async def run_worker(name: str, console: Console, *, check: bool) -> None:
 
 def run_monitor(console: Console) -> None:
     """Run the drift monitor (a faust-streaming worker) in the foreground until SIGTERM/Ctrl-C. Its thresholds are
-    the ``monitor:`` section of the policy at MODCASCADE_POLICY_PATH, read at start."""
+    the ``monitor:`` section of the policy at MODCASCADE_POLICY_PATH, hot-reloaded (an edit of the window layout is
+    rejected until a restart: pipeline/monitor/layout.py)."""
     from pipeline.metrics import Metrics
-    from pipeline.policy import load_policy
+    from pipeline.policy import PolicyStore
 
     try:
         from pipeline.monitor.app import MonitorApp
+        from pipeline.monitor.layout import fixed_layout
     except ModuleNotFoundError as exc:
         if exc.name != "faust" and not (exc.name or "").startswith("faust."):
             raise
         raise SettingsError("the monitor needs faust-streaming: install the monitor extra "
                             "(pip install 'modcascade[monitor]')") from exc
     settings = load_settings()
-    policy = load_policy(settings.policy_path)
     metrics = Metrics.create()
+    store = PolicyStore(settings.policy_path, metrics, accept=fixed_layout(str(settings.policy_path)))
+    policy = store.current
     serve_metrics(settings)
-    monitor = MonitorApp(settings, policy, metrics=metrics, policy_path=settings.policy_path)
+    monitor = MonitorApp(settings, store, metrics=metrics, policy_path=settings.policy_path)
     topics = settings.topics.all()
     config = policy.monitor
     where = f", metrics on :{settings.metrics_port}/metrics" if settings.metrics_port else ""

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import operator
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,7 +44,8 @@ from pipeline.monitor.rules import Window, dead_letter_alert, evaluate
 from pipeline.monitor.stats import Summary, combine, psi, ratio, stat_names, summarize
 from pipeline.monitor.tally import GLOBAL, Tallied, record_time, table_key, tally
 from pipeline.monitor.windows import Clock, Watermarks, due_windows
-from pipeline.policy import Policy, trips
+from pipeline.policy import Monitor as MonitorSection
+from pipeline.policy import Policy, PolicyStore, trips
 from pipeline.records import AdjudicationRequest, Alert, DeadLetter, Verdict, utcnow
 from pipeline.settings import Settings
 
@@ -62,6 +64,15 @@ class _At:
         self.ts = ts
 
 
+def _file_state(path: Path) -> tuple[int, int, int] | None:
+    """What tells an edit of ``path`` (following links, as a Kubernetes ConfigMap swap does): inode, size, mtime."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_ino, found.st_size, found.st_mtime_ns
+
+
 def _event_time(event: Any) -> float:
     # The table's time relativity: every read and write passes an _At, so a batch of records is counted in the
     # windows of the records' own times rather than that of the last event of the batch.
@@ -69,15 +80,18 @@ def _event_time(event: Any) -> float:
 
 
 class MonitorApp:
-    """The faust app of ``modcascade worker monitor``, built from settings and the policy (its ``monitor:``
-    thresholds and taxonomy). :meth:`run` blocks until the worker is stopped (SIGTERM/SIGINT)."""
+    """The faust app of ``modcascade worker monitor``, built from settings and the policy in ``store`` (its
+    ``monitor:`` thresholds and taxonomy). The policy is hot-reloaded: every tick looks at the file, and an edit the
+    store accepts applies from the next evaluated window (:mod:`pipeline.monitor.layout` says what needs a restart;
+    build the store with its ``fixed_layout`` hook). :meth:`run` blocks until the worker is stopped (SIGTERM/SIGINT)."""
 
-    def __init__(self, settings: Settings, policy: Policy, *, metrics: Metrics,
+    def __init__(self, settings: Settings, store: PolicyStore, *, metrics: Metrics,
                  policy_path: Path | None = None) -> None:
         import faust
 
-        self.settings, self.policy, self.metrics = settings, policy, metrics
-        self.config = policy.monitor
+        self.settings, self.store, self.metrics = settings, store, metrics
+        policy = store.current
+        self._file_seen = _file_state(store.path)
         self.categories: Sequence[str] = policy.taxonomy.categories
         self.stats = stat_names(self.categories, self.config.score_bins)
         self.baseline: Reference | None = None
@@ -129,6 +143,26 @@ class MonitorApp:
         self.watermarks = Watermarks(idle_s=max(self.config.lateness_s, 1.0))
         self.app.agent(source, name="monitor-tally", concurrency=1)(self._tally)
         self.app.timer(interval=settings.monitor.tick_s, name="monitor-evaluate")(self._evaluate)
+
+    @property
+    def policy(self) -> Policy:
+        """The policy in force (hot-reloaded; its layout is the one the app was built with)."""
+        return self.store.current
+
+    @property
+    def config(self) -> MonitorSection:
+        """The policy's ``monitor:`` section in force."""
+        return self.store.current.monitor
+
+    def reload_policy(self) -> bool:
+        """Reload the policy when its file changed since the last look (a stat, not a read, on every tick); True
+        when a new version is now in force. A rejected edit keeps the last good policy (logged, and counted in the
+        policy metrics)."""
+        state = _file_state(self.store.path)
+        if state == self._file_seen:
+            return False
+        self._file_seen = state
+        return self.store.reload()
 
     # -- the agent -----------------------------------------------------------------------------------------------
 
@@ -222,6 +256,7 @@ class MonitorApp:
         self.counts[table_key(GLOBAL, "seal")].apply(operator.add, 1, event=_At(now))
 
     async def _evaluate(self) -> None:
+        self.reload_policy()
         if not self._ready():
             return
         self._seal()

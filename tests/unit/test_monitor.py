@@ -9,8 +9,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from pipeline.errors import ConfigError, PolicyError
+from pipeline.metrics import Metrics
 from pipeline.monitor.baseline import Reference, baseline_from_scores, load_baseline, save_baseline
 from pipeline.monitor.rules import Window, dead_letter_alert, evaluate
 from pipeline.monitor.stats import combine, psi, stat_names, summarize
@@ -18,8 +20,6 @@ from pipeline.monitor.tally import GLOBAL, score_bin, tally
 from pipeline.monitor.windows import Clock, Watermarks, due_windows, is_closed, window_start
 from pipeline.policy import Monitor, load_policy, parse_policy
 from pipeline.records import AdjudicationRequest, DeadLetter, Post, Verdict, alert_id, verdict_id
-
-pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT = (REPO / "policies" / "default.yaml").read_text("utf-8")
@@ -263,3 +263,49 @@ def test_the_watermark_is_the_slowest_active_partitions_time() -> None:
     marks.advance("verdicts", 520.0, now=103.0)
     assert marks.watermark(103.0) == 520.0  # adjudication idle for 2.5 s: it no longer does
     assert marks.watermark(106.0) == 520.0  # everything idle: all records seen, the newest time is the watermark
+
+
+# -- hot reload: thresholds apply, the window layout needs a restart -------------------------------------------
+
+
+def test_a_running_monitor_takes_new_thresholds_and_refuses_a_new_window_layout(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pipeline.monitor.layout import fixed_layout
+    from pipeline.policy import PolicyStore
+    from tests.support.policies import default_policy_with_monitor
+
+    path = default_policy_with_monitor(tmp_path, {"window_s": 60, "psi_max": 0.25})
+    store = PolicyStore(path, accept=fixed_layout(str(path)))
+
+    default_policy_with_monitor(tmp_path, {"window_s": 60, "psi_max": 0.1})
+    assert store.reload()
+    assert store.current.monitor.psi_max == 0.1
+
+    default_policy_with_monitor(tmp_path, {"window_s": 30, "psi_max": 0.05, "score_bins": 20})
+    assert not store.reload()
+    assert store.current.monitor.psi_max == 0.1 and store.current.monitor.window_s == 60  # the last good policy
+    assert isinstance(store.last_error, PolicyError)
+    fields = {issue.field for issue in store.last_error.issues}
+    assert fields == {"monitor.window_s", "monitor.score_bins"}
+    assert "changed from 60 to 30 while the monitor runs: restart the monitor" in str(store.last_error)
+    assert "monitor.window_s" in caplog.text
+
+
+@pytest.mark.tools  # importing faust runs `file` on the interpreter (platform.architecture)
+def test_the_monitor_app_follows_its_policy_file(tmp_path: Path) -> None:
+    pytest.importorskip("faust")
+    from pipeline.monitor.app import MonitorApp
+    from pipeline.monitor.layout import fixed_layout
+    from pipeline.policy import PolicyStore
+    from pipeline.settings import Settings
+    from tests.support.policies import default_policy_with_monitor
+
+    path = default_policy_with_monitor(tmp_path, {"window_s": 60, "min_posts": 200})
+    store = PolicyStore(path, accept=fixed_layout(str(path)))
+    settings = Settings().model_copy(update={"policy_path": path})
+    app = MonitorApp(settings, store, metrics=Metrics.create(CollectorRegistry()), policy_path=path)
+    assert not app.reload_policy()  # nothing changed since it started
+    default_policy_with_monitor(tmp_path, {"window_s": 60, "min_posts": 50})
+    assert app.reload_policy()
+    assert app.config.min_posts == 50 and app.policy is store.current
