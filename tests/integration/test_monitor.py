@@ -28,7 +28,7 @@ from pipeline.kafka import make_admin
 from pipeline.monitor.windows import window_start
 from pipeline.policy import decide, load_policy
 from pipeline.process import free_port
-from pipeline.records import AdjudicationRequest, Alert, Post, Record, Verdict, verdict_id
+from pipeline.records import AdjudicationRequest, Alert, DeadLetter, Post, Record, Verdict, verdict_id
 from pipeline.settings import Settings
 from tests.support import REPO
 from tests.support.kafka import ConsumerFactory, ProducerFactory, TopicFactory, unique
@@ -87,18 +87,22 @@ class Monitor:
     def start(self, log: Path) -> subprocess.Popen[bytes]:
         return start_worker("monitor", self.env(), log)
 
-    def window_end(self, policy: str) -> float:
-        """The end of the last window the monitor evaluated for ``policy`` (0: none yet or not serving)."""
+    def sample(self, name: str, **labels: str) -> float | None:
+        """One sample of the monitor's metrics endpoint (None: not there, or not serving yet)."""
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as answer:
                 text = answer.read().decode()
         except OSError:
-            return 0.0
+            return None
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                if sample.name == "modcascade_monitor_window_end_seconds" and sample.labels["policy"] == policy:
+                if sample.name == name and labels.items() <= sample.labels.items():
                     return float(sample.value)
-        return 0.0
+        return None
+
+    def window_end(self, policy: str) -> float:
+        """The end of the last window the monitor evaluated for ``policy`` (0: none yet or not serving)."""
+        return self.sample("modcascade_monitor_window_end_seconds", policy=policy) or 0.0
 
 
 @pytest.fixture
@@ -263,3 +267,54 @@ async def test_a_monitor_killed_mid_window_keeps_the_window_state_from_its_chang
     # 150 posts counted before the kill (recovered from the changelog) + 150 after: nothing lost, nothing twice.
     assert drift[0].count == 300
     assert all(a.window_start.timestamp() == target for a in alerts), "the reference windows alerted"
+
+
+def dead_letter_window(at: float, records: int, dead: int, tag: str) -> list[tuple[str, Record]]:
+    """One window's outputs at time ``at``: ``records`` allow verdicts of policy ``default`` and ``dead`` dead
+    letters."""
+    when = datetime.fromtimestamp(at, UTC)
+    scores = dict.fromkeys(LABELS, 0.005) | {LABELS[0]: 0.97}
+    out: list[tuple[str, Record]] = [("verdicts", Verdict(
+        verdict_id=verdict_id(f"{tag}-{i}", "v1"), post_id=f"{tag}-{i}", decision="allow", category=None,
+        scores=scores, route="slm", model="m", model_version="1", policy="default", policy_version="v1",
+        latency_ms=5.0, cost_usd=0.0, decided_at=when)) for i in range(records)]
+    out += [("dead_letter", DeadLetter.of(b"{not json", stage="classify.intake", error=ValueError("bad"),
+                                          reason="invalid_json").model_copy(update={"failed_at": when}))
+            for _ in range(dead)]
+    return out
+
+
+async def test_an_edited_threshold_applies_to_the_next_window_and_a_layout_edit_waits_for_a_restart(
+    monitor: Monitor, producer_factory: ProducerFactory, consumer_factory: ConsumerFactory,
+    processes: list[subprocess.Popen[bytes]], tmp_path: Path,
+) -> None:
+    size = 5.0
+    monitor_policy(tmp_path, dead_letter_rate_max=0.5)  # the monitor's policy file (monitor.policy_path)
+    # Windows half a minute ahead: only the records' own times close them (a record in the window after), never the
+    # wall clock, so each is evaluated once its records are in.
+    first = window_start(time.time(), size) + 6 * size
+    await publish(producer_factory, monitor.topics, dead_letter_window(first + 1, 190, 10, "a"))  # 5% dead letters
+    await publish(producer_factory, monitor.topics, dead_letter_window(first + size + 1, 5, 0, "tick-a"))
+
+    log = tmp_path / "monitor.log"
+    process = monitor.start(log)
+    processes.append(process)
+    await wait_for(lambda: monitor.window_end("default") >= first + size, process, log, STARTUP_S)
+    assert not await read_alerts(consumer_factory, monitor.topics["alerts"], idle_s=0.5), "5% is under 50%"
+
+    strict = monitor_policy(tmp_path, dead_letter_rate_max=0.01)  # the same file, edited in place
+    version = load_policy(strict).version
+    await wait_for(lambda: monitor.sample("modcascade_policy_info", version=version) == 1.0, process, log, 30)
+    second = first + 2 * size
+    await publish(producer_factory, monitor.topics, dead_letter_window(second + 1, 190, 10, "b"))
+    await publish(producer_factory, monitor.topics, dead_letter_window(second + size + 1, 5, 0, "tick-b"))
+    await wait_for(lambda: monitor.window_end("default") >= second + size, process, log, 30)
+
+    alerts = await read_alerts(consumer_factory, monitor.topics["alerts"])
+    assert [(a.kind, a.window_start.timestamp(), a.threshold) for a in alerts] == [
+        ("dead_letter_rate", second, 0.01)]
+
+    monitor_policy(tmp_path, dead_letter_rate_max=0.01, window_s=10)  # needs a restart: refused, the last stays
+    await wait_for(lambda: (monitor.sample("modcascade_policy_reload_errors_total") or 0) >= 1, process, log, 30)
+    assert monitor.sample("modcascade_policy_info", version=version) == 1.0
+    assert process.poll() is None
