@@ -259,6 +259,15 @@ LedgerEntry = tuple[float, int, float]
 """(expires at, Unix seconds; requests; usd) booked on one partition in one bucket."""
 
 
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Room held on one partition for a frontier call in flight, at its estimated cost
+    (:meth:`PartitionedBudget.reserve`)."""
+
+    partition: int
+    est_usd: float
+
+
 class PartitionedBudget:
     """The hourly caps of an :class:`EscalationBudget`, split over the partitions of the source topic so that any
     number of replicas together spend no more than the caps (docs/adjudication.md, "Several replicas").
@@ -270,9 +279,11 @@ class PartitionedBudget:
     offsets are committed, and the partition's next owner starts from it (``restored`` in :meth:`assign`), so a
     rebalance moves the spend together with the right to spend. A replica that holds no partition spends nothing.
 
-    Same interface as :class:`EscalationBudget` (``allows``, ``record``, ``seconds_until_room``); the clock is wall
-    time (``time.time``) because bookings cross processes. Before any :meth:`assign` the budget is one partition,
-    held: the whole caps, as a single process (the batch command) needs.
+    Same interface as :class:`EscalationBudget` (``allows``, ``record``, ``seconds_until_room``), plus reservations:
+    a call reserves room before it is sent (:meth:`reserve`) and settles it at its real cost when it ends
+    (:meth:`settle`), so calls in flight at once count against the caps before any of them is booked (``allows``
+    counts them too). The clock is wall time (``time.time``) because bookings cross processes. Before any
+    :meth:`assign` the budget is one partition, held: the whole caps, as a single process (the batch command) needs.
     """
 
     def __init__(self, max_requests_per_hour: int | None, max_usd_per_hour: float | None, *,
@@ -287,6 +298,7 @@ class PartitionedBudget:
         self._held: tuple[int, ...] = (0,)
         self._total = 1
         self._entries: dict[int, deque[list[float]]] = {}  # partition -> [expires, requests, usd], oldest first
+        self._reserved: dict[int, tuple[int, float]] = {}  # partition -> (calls in flight, their estimated usd)
         self._dirty: set[int] = set()
 
     @property
@@ -315,6 +327,8 @@ class PartitionedBudget:
                          for p in held}
         self._held, self._total = held, total
         self._dirty &= set(held)
+        # A reservation on a partition given up is settled on a held one (settle), its room is not held here.
+        self._reserved = {p: room for p, room in self._reserved.items() if p in held}
 
     def allowance(self, partition: int) -> tuple[float | None, float | None]:
         """(requests, usd) per hour that ``partition`` may spend; ``None`` is no cap."""
@@ -352,7 +366,9 @@ class PartitionedBudget:
         if not self._held:
             raise RuntimeError("a replica that holds no partition cannot spend: check allows() first")
         partition = self._roomiest(0.0)
-        partition = self._held[0] if partition is None else partition
+        self._book(self._held[0] if partition is None else partition, usd)
+
+    def _book(self, partition: int, usd: float) -> None:
         entries = self._expire(partition)
         now = self._clock()
         expires = (math.floor(now / LEDGER_BUCKET_S) + 1) * LEDGER_BUCKET_S + WINDOW_S
@@ -362,6 +378,40 @@ class PartitionedBudget:
         else:
             entries.append([expires, 1.0, usd])
         self._dirty.add(partition)
+
+    def reserve(self, est_usd: float) -> Reservation | None:
+        """Hold room for one call about to be sent, at ``est_usd``, on the held partition with most room (calls in
+        flight counted); None when none has room. Every reservation ends in :meth:`settle` or :meth:`release`."""
+        _check_usd("est_usd", est_usd)
+        partition = self._roomiest(est_usd)
+        if partition is None:
+            return None
+        calls, usd = self._reserved.get(partition, (0, 0.0))
+        self._reserved[partition] = (calls + 1, usd + est_usd)
+        return Reservation(partition, est_usd)
+
+    def settle(self, reservation: Reservation, usd: float) -> None:
+        """The reserved call was sent and cost ``usd``: book it on its partition (if this replica still holds it;
+        else as :meth:`record` does) and free the reservation."""
+        _check_usd("usd", usd)
+        self.release(reservation)
+        if reservation.partition in self._held:
+            self._book(reservation.partition, usd)
+        elif self._held:
+            self.record(usd)
+
+    def release(self, reservation: Reservation) -> None:
+        """The reserved call was not sent (or is not to be booked): free its room."""
+        calls, usd = self._reserved.get(reservation.partition, (0, 0.0))
+        if calls <= 1:
+            self._reserved.pop(reservation.partition, None)
+        else:
+            self._reserved[reservation.partition] = (calls - 1, max(0.0, usd - reservation.est_usd))
+
+    @property
+    def in_flight(self) -> int:
+        """Calls reserved and not yet settled or released."""
+        return sum(calls for calls, _ in self._reserved.values())
 
     def seconds_until_room(self, est_usd: float) -> float:
         """0 if allows(est_usd); else when bookings age out enough on some held partition (inf if none ever will).
@@ -390,6 +440,8 @@ class PartitionedBudget:
         best: tuple[float, float, int] | None = None
         for p in self._held:
             requests, usd = self.spent(p)
+            in_flight, reserved_usd = self._reserved.get(p, (0, 0.0))
+            requests, usd = requests + in_flight, usd + reserved_usd
             if not self._fits(p, requests, usd, est_usd):
                 continue
             cap_requests, cap_usd = self.allowance(p)

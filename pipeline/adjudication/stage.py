@@ -154,16 +154,20 @@ class AdjudicationStage(BatchProcessor):
         problem = ""
         est = policy.prices.est_frontier_usd_per_post
         for attempt in range(self.limits.max_attempts):
-            if not budget.allows(est):
+            # The call's room is reserved before it is sent, so the calls in flight at once never add up past the
+            # caps (PartitionedBudget.reserve); it is booked at its real cost when it ends, or released.
+            reservation = budget.reserve(est)
+            if reservation is None:
                 return self._unsettled(request, raw, policy, "over_budget", spent, budget.seconds_until_room(est))
             if not self.breaker.allow():
+                budget.release(reservation)
                 return self._unsettled(request, raw, policy, "frontier_unavailable", spent,
                                        self.breaker.seconds_until_trial())
-            await self.bucket.take()
             try:
+                await self.bucket.take()
                 reply = await self.adjudicator.adjudicate(build_request(request, policy))
             except FrontierTransient as exc:
-                budget.record(0.0)
+                budget.settle(reservation, 0.0)
                 self.breaker.record_failure()
                 self.metrics.frontier_calls.labels(exc.kind).inc()
                 problem = exc.kind
@@ -172,13 +176,17 @@ class AdjudicationStage(BatchProcessor):
                                         else self.limits.backoff.delay(attempt))
                 continue
             except FrontierRejected as exc:
+                budget.release(reservation)
                 self.metrics.frontier_calls.labels("rejected").inc()
                 if exc.kind in _FATAL_REJECTIONS:
                     raise
                 return self._fallback_or_dead(request, raw, policy, "frontier_rejected", spent, exc)
+            except BaseException:
+                budget.release(reservation)  # cancelled (a rebalance, a stop) or a fatal error: nothing to book
+                raise
             self.breaker.record_success()
             cost = self._book(reply, policy)
-            budget.record(cost)
+            budget.settle(reservation, cost)
             spent += cost
             judgement = parse_answer(reply.content, reply.stop_reason, policy)
             if isinstance(judgement, AnswerProblem):

@@ -3,12 +3,15 @@ on with it, so any number of replicas together keep the caps; and the adjudicati
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 
 import pytest
 
+from pipeline.adjudication.backends import FrontierReply
 from pipeline.adjudication.limits import LEDGER_BUCKET_S, WINDOW_S, PartitionedBudget
+from pipeline.adjudication.prompt import FrontierRequest
 from pipeline.records import BudgetLedger, Verdict, ledger_key
 from pipeline.stage import Assignment
 from tests.unit.test_adjudication_stage import Scripted, answer, no_wait, raw, stage, with_policy
@@ -146,3 +149,47 @@ async def test_alone_the_stage_publishes_no_ledger() -> None:
     s = stage(Scripted(default=answer()))
     outs = await s.process([raw("p1")], no_wait)
     assert [o.role for o in outs] == ["verdicts", "labels"]
+
+
+# -- calls in flight ---------------------------------------------------------------------------------------------
+
+
+def test_calls_in_flight_hold_their_room_until_they_are_settled_or_released() -> None:
+    budget = PartitionedBudget(3, 1.0, clock=Clock())
+    first, second, third = (budget.reserve(0.1) for _ in range(3))
+    assert first and second and third and budget.in_flight == 3
+    assert budget.reserve(0.1) is None and not budget.allows(0.1)  # the cap counts what is in flight
+    assert budget.requests_in_window == 0  # nothing booked yet
+    budget.release(third)  # not sent: its room is free again
+    assert budget.allows(0.1)
+    budget.settle(first, 0.25)
+    budget.settle(second, 0.0)  # sent and failed: a request all the same
+    assert (budget.requests_in_window, budget.usd_in_window, budget.in_flight) == (2, 0.25, 0)
+    assert budget.reserve(0.1) is not None and budget.reserve(0.1) is None
+
+
+def test_dollars_in_flight_count_at_their_estimate() -> None:
+    budget = PartitionedBudget(None, 1.0, clock=Clock())
+    assert budget.reserve(0.4) and budget.reserve(0.4)
+    assert budget.reserve(0.4) is None  # 1.2 estimated > 1.0
+
+
+async def test_the_stage_never_has_more_calls_in_flight_than_the_cap_allows() -> None:
+    gate = asyncio.Event()
+
+    class Slow(Scripted):
+        async def adjudicate(self, request: FrontierRequest) -> FrontierReply:
+            self.requests.append(request)
+            await gate.wait()
+            return answer()
+
+    capped = with_policy(**{"max_requests_per_hour: 2000": "max_requests_per_hour: 3"})
+    slow = Slow()
+    s = stage(slow, capped, concurrency=8)
+    running = asyncio.create_task(s.process([raw(f"p{i}") for i in range(8)], no_wait))
+    await asyncio.sleep(0.05)
+    assert len(slow.requests) == 3  # eight slots, three calls: the other five fell back without a call
+    gate.set()
+    outs = await running
+    routes = sorted(o.record.route for o in outs if isinstance(o.record, Verdict))
+    assert routes == ["fallback"] * 5 + ["frontier"] * 3
