@@ -5,20 +5,16 @@ audited)."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from pipeline.backtest.history import read_history
 from pipeline.backtest.replay import replay
 from pipeline.backtest.stages import build_stages, lift_budget
-from pipeline.metrics import Metrics
 from pipeline.policy import load_policy
-from pipeline.services import run_classify_worker
 from pipeline.settings import Settings
-from tests.support.cascade import REPO, Stream, cascade_settings, collect, publish
+from tests.support.cascade import REPO, Stream, cascade_settings, publish, through_classify_worker
 from tests.support.kafka import ProducerFactory
 from tests.support.models import MAX_LENGTH, Engines
 
@@ -49,12 +45,7 @@ async def test_a_backtest_decides_every_seed_corpus_post_as_the_classify_worker_
 
     stream = Stream(records=[(p.id.encode(), p.value) for p in history.posts], valid_ids={p.id for p in history.posts})
     await publish(await producer_factory(), settings.topics.all()["posts"], stream.records)
-    stop = asyncio.Event()
-    worker = asyncio.create_task(run_classify_worker(settings, stop, classifier=engines.local,
-                                                     metrics=Metrics.create(CollectorRegistry())))
-    streamed = await collect(settings, stream, timeout_s=120)
-    stop.set()
-    await asyncio.wait_for(worker, timeout=30)
+    streamed = await through_classify_worker(settings, stream, engines.local, timeout_s=120)
     in_stream = {v.post_id: (v.decision, v.category) for v in streamed.verdicts}
     in_stream.update({r.post.id: ("escalate", r.candidate_category) for r in streamed.requests if not r.audit})
     audited_in_stream = {r.post.id for r in streamed.requests if r.audit}

@@ -29,9 +29,8 @@ from pipeline.metrics import Metrics
 from pipeline.policy import Policy
 from pipeline.records import AdjudicationRequest, DeadLetter
 from pipeline.retry import Backoff
-from pipeline.services import run_classify_worker
 from pipeline.settings import Settings
-from tests.support.cascade import REPO, Stream, collect, publish
+from tests.support.cascade import REPO, Stream, publish, through_classify_worker
 from tests.support.frontier import MessagesServer, Reply, user_text
 from tests.support.kafka import ProducerFactory
 from tests.support.models import MAX_LENGTH, Engines
@@ -67,12 +66,7 @@ async def test_the_same_posts_get_the_same_decisions_through_batch_and_through_t
     records, stream = demo_posts(400)
     await publish(await producer_factory(), settings.topics.all()["posts"], records)
 
-    stop = asyncio.Event()
-    worker = asyncio.create_task(run_classify_worker(settings, stop, classifier=engines.local,
-                                                     metrics=Metrics.create(CollectorRegistry())))
-    streamed = await collect(settings, stream, timeout_s=120)
-    stop.set()
-    await asyncio.wait_for(worker, timeout=30)
+    streamed = await through_classify_worker(settings, stream, engines.local, timeout_s=120)
 
     # The batch re-scores the same topic (a backfill), with the same engine and policy, in its own chunks.
     source = await open_topic_source(settings, settings.topics.all()["posts"])

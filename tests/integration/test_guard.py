@@ -14,13 +14,10 @@ import io
 import shutil
 import subprocess
 import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
-from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline import codec
 from pipeline.app.guard import guard_clear, guard_status
@@ -36,7 +33,7 @@ from tests.support import REPO
 from tests.support.cascade import cascade_settings
 from tests.support.kafka import ProducerFactory, unique
 from tests.support.policies import default_policy_with_monitor
-from tests.support.processes import start_worker
+from tests.support.processes import metric_samples, start_worker
 from tests.support.workers import worker_env
 
 pytestmark = pytest.mark.broker
@@ -76,23 +73,7 @@ def guard_policy(tmp_path: Path) -> Path:
 
 def window_end(port: int) -> float:
     """The end of the last window the monitor evaluated (0: none yet, or not serving yet)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as answer:
-            text = answer.read().decode()
-    except OSError:
-        return 0.0
-    return max((sample.value for family in text_string_to_metric_families(text) for sample in family.samples
-                if sample.name == "modcascade_monitor_window_end_seconds"), default=0.0)
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
+    return max(metric_samples(port, "modcascade_monitor_window_end_seconds"), default=0.0)
 
 
 async def post_for(producer_factory: ProducerFactory, topic: str, seconds: float, tag: str,
@@ -112,7 +93,7 @@ async def post_for(producer_factory: ProducerFactory, topic: str, seconds: float
 
 async def test_a_model_that_blocks_everything_trips_the_guard_and_clearing_it_restores_blocking(
     kafka_settings: Settings, _session_topics: list[str], producer_factory: ProducerFactory,
-    processes: list[subprocess.Popen[bytes]], tmp_path: Path,
+    spawn: list[subprocess.Popen[bytes]], tmp_path: Path,
 ) -> None:
     settings = await cascade_settings(kafka_settings, guard_policy(tmp_path), _session_topics, batch_max_posts=50,
                                       batch_max_wait_ms=20)
@@ -125,7 +106,7 @@ async def test_a_model_that_blocks_everything_trips_the_guard_and_clearing_it_re
     metrics_port = int(env["MODCASCADE_METRICS_PORT"])
     log = tmp_path / "monitor.log"
     monitor = start_worker("monitor", env, log)
-    processes.append(monitor)
+    spawn.append(monitor)
 
     model = Model()
     metrics = Metrics.create(CollectorRegistry())

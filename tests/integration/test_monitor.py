@@ -13,15 +13,12 @@ import random
 import signal
 import subprocess
 import time
-import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from aiokafka import TopicPartition
-from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline import codec
 from pipeline.kafka import make_admin
@@ -33,7 +30,7 @@ from pipeline.settings import Settings
 from tests.support import REPO
 from tests.support.kafka import ConsumerFactory, ProducerFactory, TopicFactory, unique
 from tests.support.policies import default_policy_with_monitor
-from tests.support.processes import start_worker
+from tests.support.processes import metric_sample, start_worker
 
 pytestmark = pytest.mark.broker
 
@@ -89,16 +86,7 @@ class Monitor:
 
     def sample(self, name: str, **labels: str) -> float | None:
         """One sample of the monitor's metrics endpoint (None: not there, or not serving yet)."""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as answer:
-                text = answer.read().decode()
-        except OSError:
-            return None
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name and labels.items() <= sample.labels.items():
-                    return float(sample.value)
-        return None
+        return metric_sample(self.metrics_port, name, **labels)
 
     def window_end(self, policy: str) -> float:
         """The end of the last window the monitor evaluated for ``policy`` (0: none yet or not serving)."""
@@ -111,16 +99,6 @@ async def monitor(kafka_settings: Settings, topic_factory: TopicFactory, tmp_pat
                                                                           "alerts")}
     return Monitor(kafka_settings, topics, unique("monitor"), monitor_policy(tmp_path), tmp_path / "monitor-data",
                    free_port())
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
 
 
 def cascade_outputs(policy_name: str, at: float, spam_mean: float, rng: random.Random, n: int,
@@ -175,7 +153,7 @@ async def wait_for(condition: object, process: subprocess.Popen[bytes], log: Pat
 
 async def test_a_score_shift_raises_a_drift_alert_within_two_windows_and_a_steady_stream_none(
     monitor: Monitor, producer_factory: ProducerFactory, consumer_factory: ConsumerFactory,
-    processes: list[subprocess.Popen[bytes]], tmp_path: Path,
+    spawn: list[subprocess.Popen[bytes]], tmp_path: Path,
 ) -> None:
     size, windows, shift_at = 5.0, 9, 6  # windows 0-5 as trained, 6-8 shifted (for the drifting policy only)
     base = window_start(time.time(), size) - size * (windows + 2)
@@ -189,7 +167,7 @@ async def test_a_score_shift_raises_a_drift_alert_within_two_windows_and_a_stead
 
     log = tmp_path / "monitor.log"
     process = monitor.start(log)
-    processes.append(process)
+    spawn.append(process)
     last_end = base + windows * size
     await wait_for(lambda: min(monitor.window_end("steady"), monitor.window_end("drifting")) >= last_end,
                    process, log, STARTUP_S)
@@ -228,7 +206,7 @@ async def wait_until_committed(monitor: Monitor, count: int, process: subprocess
 
 async def test_a_monitor_killed_mid_window_keeps_the_window_state_from_its_changelog(
     monitor: Monitor, producer_factory: ProducerFactory, consumer_factory: ConsumerFactory,
-    processes: list[subprocess.Popen[bytes]], tmp_path: Path,
+    spawn: list[subprocess.Popen[bytes]], tmp_path: Path,
 ) -> None:
     size = 10.0
     # The window under test starts a minute from now, so the wall clock cannot close it during the test: only the
@@ -244,7 +222,7 @@ async def test_a_monitor_killed_mid_window_keeps_the_window_state_from_its_chang
 
     log = tmp_path / "monitor.log"
     first = monitor.start(log)
-    processes.append(first)
+    spawn.append(first)
 
     await wait_until_committed(monitor, len(before), first, log)
     await wait_for(lambda: monitor.window_end("default") >= target, first, log, 30)  # the reference windows
@@ -255,7 +233,7 @@ async def test_a_monitor_killed_mid_window_keeps_the_window_state_from_its_chang
     after = cascade_outputs("default", target + 6, 0.45, rng, 150, "shift-b")
     await publish(producer_factory, monitor.topics, after)
     second = monitor.start(log)
-    processes.append(second)
+    spawn.append(second)
     await wait_until_committed(monitor, len(before) + len(after), second, log)
     # Only then move stream time past the window: what closes it is not under test here, what it counted is.
     await publish(producer_factory, monitor.topics, cascade_outputs("default", target + size + 2, 0.08, rng, 5, "next"))
@@ -286,7 +264,7 @@ def dead_letter_window(at: float, records: int, dead: int, tag: str) -> list[tup
 
 async def test_an_edited_threshold_applies_to_the_next_window_and_a_layout_edit_waits_for_a_restart(
     monitor: Monitor, producer_factory: ProducerFactory, consumer_factory: ConsumerFactory,
-    processes: list[subprocess.Popen[bytes]], tmp_path: Path,
+    spawn: list[subprocess.Popen[bytes]], tmp_path: Path,
 ) -> None:
     size = 5.0
     monitor_policy(tmp_path, dead_letter_rate_max=0.5)  # the monitor's policy file (monitor.policy_path)
@@ -298,7 +276,7 @@ async def test_an_edited_threshold_applies_to_the_next_window_and_a_layout_edit_
 
     log = tmp_path / "monitor.log"
     process = monitor.start(log)
-    processes.append(process)
+    spawn.append(process)
     await wait_for(lambda: monitor.window_end("default") >= first + size, process, log, STARTUP_S)
     assert not await read_alerts(consumer_factory, monitor.topics["alerts"], idle_s=0.5), "5% is under 50%"
 

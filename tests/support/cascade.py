@@ -12,11 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
+from prometheus_client import CollectorRegistry
 
 from pipeline import codec
+from pipeline.backends.base import Classifier
 from pipeline.kafka import ensure_topics
 from pipeline.kafka.readback import Message, TopicReader, send_all
+from pipeline.metrics import Metrics
 from pipeline.records import AdjudicationRequest, DeadLetter, Verdict
+from pipeline.services import run_classify_worker
 from pipeline.settings import Settings, TopicNames
 from tests.support.kafka import unique
 
@@ -130,6 +134,20 @@ async def collect(settings: Settings, stream: Stream, *, timeout_s: float, quiet
             await reader.read_until(complete, timeout_s=timeout_s, quiet_s=quiet_s)
         complete(reader.messages)  # what came during the quiet period
     return out
+
+
+async def through_classify_worker(settings: Settings, stream: Stream, classifier: Classifier, *,
+                                  timeout_s: float) -> Outputs:
+    """Run the classify worker (in this process, its own metrics) until every post of ``stream``, published
+    already, has an output (:func:`collect`); stop it and return what it published."""
+    stop = asyncio.Event()
+    worker = asyncio.create_task(run_classify_worker(settings, stop, classifier=classifier,
+                                                     metrics=Metrics.create(CollectorRegistry())))
+    try:
+        return await collect(settings, stream, timeout_s=timeout_s)
+    finally:
+        stop.set()
+        await asyncio.wait_for(worker, timeout=30)
 
 
 def assert_accounted(stream: Stream, out: Outputs, *, duplicates_allowed: bool) -> None:

@@ -46,10 +46,10 @@ def _binaries() -> Path:
                       f"or set {URL_VARIABLE}")
 
 
-def _as_cluster_user(command: list[str]) -> list[str]:
-    """``command`` as the cluster's user: unchanged, or through runuser as ``postgres`` when we are root."""
+def _cluster_user_prefix() -> list[str]:
+    """What runs a command as the cluster's user: nothing, or runuser as ``postgres`` when we are root."""
     if os.geteuid() != 0:
-        return command
+        return []
     if shutil.which("runuser") is None:
         raise Unavailable("running as root without runuser: PostgreSQL cannot run as root")
     try:
@@ -58,7 +58,7 @@ def _as_cluster_user(command: list[str]) -> list[str]:
         pwd.getpwnam("postgres")
     except KeyError:
         raise Unavailable("running as root and there is no postgres user to run the cluster as") from None
-    return ["runuser", "-u", "postgres", "--", *command]
+    return ["runuser", "-u", "postgres", "--"]
 
 
 @contextlib.contextmanager
@@ -67,7 +67,7 @@ def throwaway_cluster() -> Iterator[str]:
     ``postgres`` database. The directory sits directly in the system's temporary directory, so that the cluster's
     user can reach it also when the tests run as root (pytest's own directories are private to their user)."""
     bin_dir = _binaries()
-    as_cluster_user = _as_cluster_user([])  # checked before anything is created
+    as_cluster_user = _cluster_user_prefix()  # checked before anything is created
     root = Path(tempfile.mkdtemp(prefix="modcascade-postgres-"))
     try:
         if as_cluster_user:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,6 +51,23 @@ def start_worker(name: str, env: dict[str, str], log: Path) -> subprocess.Popen[
     with log.open("ab") as sink:
         return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker", name], env=env, stdout=sink,
                                 stderr=subprocess.STDOUT, cwd=REPO)
+
+
+def metric_samples(port: int, name: str, **labels: str) -> list[float]:
+    """The values of the samples ``name`` with (at least) ``labels`` on the metrics endpoint at ``port`` of this
+    host; none while the process does not serve yet."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return []
+    return [float(sample.value) for family in text_string_to_metric_families(text) for sample in family.samples
+            if sample.name == name and labels.items() <= sample.labels.items()]
+
+
+def metric_sample(port: int, name: str, **labels: str) -> float | None:
+    """The first of :func:`metric_samples` (None: no such sample, or not serving yet)."""
+    return next(iter(metric_samples(port, name, **labels)), None)
 
 
 @pytest.fixture
