@@ -142,9 +142,11 @@ def run_monitor(console: Console) -> None:
     the ``monitor:`` section of the policy at MODCASCADE_POLICY_PATH, hot-reloaded (an edit of the window layout is
     rejected until a restart: pipeline/monitor/layout.py)."""
     from pipeline.metrics import Metrics
+    from pipeline.policy import PolicyStore
 
     try:
         from pipeline.monitor.app import MonitorApp
+        from pipeline.monitor.layout import fixed_layout
     except ModuleNotFoundError as exc:
         if exc.name != "faust" and not (exc.name or "").startswith("faust."):
             raise
@@ -152,9 +154,10 @@ def run_monitor(console: Console) -> None:
                             "(pip install 'modcascade[monitor]')") from exc
     settings = load_settings()
     metrics = Metrics.create()
-    monitor = MonitorApp(settings, settings.policy_path, metrics=metrics)
-    policy = monitor.policy
+    store = PolicyStore(settings.policy_path, metrics, accept=fixed_layout(str(settings.policy_path)))
+    policy = store.current
     serve_metrics(settings)
+    monitor = MonitorApp(settings, store, metrics=metrics, policy_path=settings.policy_path)
     topics = settings.topics.all()
     config = policy.monitor
     where = f", metrics on :{settings.metrics_port}/metrics" if settings.metrics_port else ""

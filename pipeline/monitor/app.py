@@ -40,7 +40,6 @@ from pipeline.errors import RecordError
 from pipeline.kafka.clients import faust_credentials
 from pipeline.metrics import Metrics
 from pipeline.monitor.baseline import Reference, load_baseline
-from pipeline.monitor.layout import fixed_layout
 from pipeline.monitor.rules import Window, dead_letter_alert, evaluate
 from pipeline.monitor.stats import Summary, combine, psi, ratio, stat_names, summarize
 from pipeline.monitor.tally import GLOBAL, Tallied, record_time, table_key, tally
@@ -81,26 +80,25 @@ def _event_time(event: Any) -> float:
 
 
 class MonitorApp:
-    """The faust app of ``modcascade worker monitor``, built from settings and the policy at ``policy_path`` (its
-    ``monitor:`` thresholds and taxonomy). The policy is hot-reloaded: every tick looks at the file, and an edit
-    applies from the next evaluated window, unless it changes what the window tables are built from
-    (:mod:`pipeline.monitor.layout`: rejected, the last good policy stays). :meth:`run` blocks until the worker is
-    stopped (SIGTERM/SIGINT). An invalid policy file raises :class:`~pipeline.errors.PolicyError` here."""
+    """The faust app of ``modcascade worker monitor``, built from settings and the policy in ``store`` (its
+    ``monitor:`` thresholds and taxonomy). The policy is hot-reloaded: every tick looks at the file, and an edit the
+    store accepts applies from the next evaluated window (:mod:`pipeline.monitor.layout` says what needs a restart;
+    build the store with its ``fixed_layout`` hook). :meth:`run` blocks until the worker is stopped (SIGTERM/SIGINT)."""
 
-    def __init__(self, settings: Settings, policy_path: Path, *, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, store: PolicyStore, *, metrics: Metrics,
+                 policy_path: Path | None = None) -> None:
         import faust
 
-        self.settings, self.metrics = settings, metrics
-        self.store = PolicyStore(policy_path, metrics, accept=fixed_layout(str(policy_path)))
-        policy = self.store.current
-        self._file_seen = _file_state(self.store.path)
+        self.settings, self.store, self.metrics = settings, store, metrics
+        policy = store.current
+        self._file_seen = _file_state(store.path)
         self.categories: Sequence[str] = policy.taxonomy.categories
         self.stats = stat_names(self.categories, self.config.score_bins)
         self.baseline: Reference | None = None
         if self.config.reference == "baseline":
             assert self.config.baseline is not None  # the policy validates it
             path = Path(self.config.baseline)
-            if not path.is_absolute():
+            if not path.is_absolute() and policy_path is not None:
                 path = policy_path.parent / path
             self.baseline = Reference.of_baseline(load_baseline(path, bins=self.config.score_bins), self.categories)
         topics = settings.topics.all()
