@@ -75,6 +75,7 @@ from aiokafka.errors import (
 
 from pipeline.errors import BrokerError
 from pipeline.intake import RawRecord
+from pipeline.kafka.batched import send_batched
 from pipeline.kafka.clients import make_consumer, make_producer, start_client
 from pipeline.kafka.readback import TopicReader
 from pipeline.metrics import Metrics
@@ -124,7 +125,8 @@ class StreamLoop:
     ``on_assigned`` is called once, when the group first hands this consumer partitions (the worker is then
     really ready). ``group_id`` labels the consumer-lag metric. ``name`` is the worker's (a dead letter that
     replaces a refused output is from stage ``<name>.publish``); such a dead letter keeps at most
-    ``dead_letter_max_bytes`` of its source record."""
+    ``dead_letter_max_bytes`` of its source record. ``batch_bytes`` is the producer's record batch size
+    (``max_batch_size``; :func:`~pipeline.kafka.batched.send_batched`)."""
 
     def __init__(
         self,
@@ -140,8 +142,10 @@ class StreamLoop:
         name: str = "stream",
         dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES,
         read_state: Callable[[str], Awaitable[Mapping[bytes, bytes]]] | None = None,
+        batch_bytes: int = 16_384,
     ) -> None:
         self.consumer = consumer
+        self.batch_bytes = batch_bytes
         self._read_state = read_state
         self._source: str | None = None
         self._assigning = asyncio.Event()  # set while no assignment is being handed to the processor
@@ -343,27 +347,24 @@ class StreamLoop:
         return await self._acknowledged(await self._send(outputs))
 
     async def _send(self, outputs: Sequence[Outgoing]) -> _Sent:
-        """Hand every output to the producer (all sent before any acknowledgement is awaited)."""
-        sent = _Sent(outputs, [], {})
+        """Hand every output to the producer (all sent before any acknowledgement is awaited), as whole record
+        batches per partition (:func:`~pipeline.kafka.batched.send_batched`)."""
         try:
-            for i, out in enumerate(outputs):
-                try:
-                    sent.pending.append((i, await self.producer.send(self.topics[out.role], out.value, key=out.key)))
-                except REFUSED as exc:  # the producer's own check (max_request_size), before anything is sent
-                    sent.refused[i] = exc
+            sent = await send_batched(self.producer, [(self.topics[out.role], out.key, out.value) for out in outputs],
+                                      batch_bytes=self.batch_bytes, refusals=REFUSED)
         except KafkaError as exc:
             raise _publish_failed(len(outputs), exc) from exc
-        return sent
+        return _Sent(outputs, sent.pending, sent.refused)
 
     async def _acknowledged(self, sent: _Sent) -> list[Outgoing]:
         """Await the acknowledgements of ``sent``; the outputs as published (see :meth:`_publish`)."""
         outputs, pending, refused = sent.outputs, sent.pending, sent.refused
         try:
             results = await asyncio.gather(*(future for _, future in pending), return_exceptions=True)
-            batch_refused = []
-            for (i, _), result in zip(pending, results, strict=True):
+            batch_refused: list[int] = []
+            for (indices, _), result in zip(pending, results, strict=True):
                 if isinstance(result, REFUSED):
-                    batch_refused.append(i)
+                    batch_refused.extend(indices)
                 elif isinstance(result, BaseException):
                     raise result
             for i in batch_refused:  # the broker refuses whole batches: find the records it refuses on their own
@@ -540,11 +541,11 @@ class StreamLoop:
 
 @dataclass(frozen=True, slots=True)
 class _Sent:
-    """A batch's outputs handed to the producer: the acknowledgement of each sent one (by index), and the ones the
-    producer refused at once."""
+    """A batch's outputs handed to the producer: each acknowledgement with the indices of the outputs it covers (a
+    whole record batch), and the ones the producer refused at once."""
 
     outputs: Sequence[Outgoing]
-    pending: list[tuple[int, asyncio.Future[Any]]]
+    pending: list[tuple[tuple[int, ...], asyncio.Future[Any]]]
     refused: dict[int, KafkaError]
 
 
@@ -612,7 +613,7 @@ async def run_stream(
         await start_client(consumer, settings, f"{name} consumer")
         loop = StreamLoop(consumer, producer, processor, topics, metrics=metrics, on_assigned=on_assigned,
                           batching=batching, group_id=group_id, name=name,
-                          dead_letter_max_bytes=settings.dead_letter_max_bytes,
+                          dead_letter_max_bytes=settings.dead_letter_max_bytes, batch_bytes=settings.kafka.batch_size,
                           read_state=lambda topic: read_latest(settings, topic))
         loop.subscribe(topics[source_role])
         freeze_startup_heap()

@@ -93,6 +93,7 @@ async def serve_console(settings: Settings, say: Callable[[str], None], *, host:
         await start_client(consumer, settings, "review consumer")
         stream = StreamLoop(consumer, producer, IngestStage(store, topics), topics,
                             batching=Batching(max_records=1000, max_wait_s=0.2), group_id=r.group_id,
+                            batch_bytes=settings.kafka.batch_size,
                             on_assigned=lambda: say("review queues: consuming "
                                                     + ", ".join(topics[role] for role in SOURCE_ROLES)))
         stream.subscribe(*(topics[role] for role in SOURCE_ROLES))
