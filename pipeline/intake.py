@@ -8,16 +8,16 @@ keeps at most ``dead_letter_max_bytes`` of it (with its size and SHA-256).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from pipeline import codec
 from pipeline.errors import DecodeError
 from pipeline.records import DEAD_LETTER_MAX_BYTES, DeadLetter, Post
 
 
-@dataclass(frozen=True, slots=True)
-class RawRecord:
-    """The parts of a consumed Kafka record that intake needs (decoupled from aiokafka's type)."""
+class RawRecord(NamedTuple):
+    """The parts of a consumed Kafka record that intake needs (decoupled from aiokafka's type). A named tuple: one is
+    built per consumed record, at a third of a frozen dataclass's cost."""
 
     value: bytes | None
     key: bytes | None = None

@@ -123,26 +123,29 @@ class ClassifyStage(BatchProcessor):
         scored = await self._scores(posts, policy, wait)
         now = self.clock()
         tripped = self.guards(policy.name, now) if self.guards is not None else frozenset()
+        model, audit, encode = self.model, self.audit, codec.encode
+        guard: str | None = None
         for (post, raw), (scores, route) in zip(posts, scored, strict=True):
-            outcome, guard = guard_outcome(decide(scores, policy), scores, policy, tripped)
+            outcome = decide(scores, policy)
+            if tripped:
+                outcome, guard = guard_outcome(outcome, scores, policy, tripped)
             key = post.id.encode()
-            origin = origin_time(post, raw.timestamp_ms, read_at)
             if outcome.final:
-                verdict = make_verdict(post, scores, outcome, route=route, policy=policy, model=self.model,
-                                       origin=origin, now=now, guard=guard)
-                outputs.append(Outgoing("verdicts", key, codec.encode(verdict), verdict, raw))
-                if self.audit and audited(policy.audit, post.id, route=route, decision=verdict.decision,
-                                          category=verdict.category):
+                verdict = make_verdict(post, scores, outcome, route=route, policy=policy, model=model,
+                                       origin=origin_time(post, raw.timestamp_ms, read_at), now=now, guard=guard)
+                outputs.append(Outgoing("verdicts", key, encode(verdict), verdict, raw))
+                if audit and audited(policy.audit, post.id, route=route, decision=verdict.decision,
+                                     category=verdict.category):
                     check = make_audit(post, verdict, ingested_at=ingest_time(raw.timestamp_ms, read_at), now=now)
                     outputs.append(Outgoing("adjudication", key, codec.encode(check), check, raw))
             else:
-                request = make_adjudication(post, scores, outcome, policy=policy, model=self.model,
+                request = make_adjudication(post, scores, outcome, policy=policy, model=model,
                                             ingested_at=ingest_time(raw.timestamp_ms, read_at), now=now, guard=guard)
-                outputs.append(Outgoing("adjudication", key, codec.encode(request), request, raw))
+                outputs.append(Outgoing("adjudication", key, encode(request), request, raw))
             if shadow is not None:
                 record = make_shadow(post, scores, outcome, decide(scores, shadow), live_policy=policy,
-                                     shadow_policy=shadow, model=self.model, now=now)
-                outputs.append(Outgoing("shadow", key, codec.encode(record), record, raw))
+                                     shadow_policy=shadow, model=model, now=now)
+                outputs.append(Outgoing("shadow", key, encode(record), record, raw))
         return outputs
 
     def published(self, outputs: Sequence[Outgoing]) -> None:
