@@ -12,9 +12,10 @@ newer producer does not break an older consumer.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -58,6 +59,34 @@ class Record(BaseModel):
     topic_role: ClassVar[str]
 
     schema_version: int = Field(default=SCHEMA_VERSION, ge=1)
+
+    @classmethod
+    def assemble(cls, fields: dict[str, Any]) -> Self:
+        """The record of ``fields`` (every field, in declaration order), values valid by construction: for the hot
+        path's own outputs, whose every value was validated where it came from (the post at intake, the scores by
+        :func:`~pipeline.policy.decide`, names and prices with the policy) and is typed all the way here.
+
+        Nothing is validated again: a Verdict costs ~1.3 µs instead of ~3 µs (the classify stage builds one per
+        post). The instance is what validation would have built: ``fields`` becomes its ``__dict__`` (the order
+        :func:`pipeline.codec.encode` writes), every field counts as set. ``tests/unit/test_records.py`` holds the
+        assembled records of the cascade equal, field order included, to validated ones."""
+        names = _field_names(cls)
+        if len(fields) != len(names):
+            raise TypeError(f"{cls.__name__}.assemble takes every field, in order: {', '.join(names)}")
+        record = cls.__new__(cls)
+        _set(record, "__dict__", fields)
+        _set(record, "__pydantic_fields_set__", set(names))
+        _set(record, "__pydantic_extra__", None)
+        _set(record, "__pydantic_private__", None)
+        return record
+
+
+@functools.cache
+def _field_names(model: type[BaseModel]) -> tuple[str, ...]:
+    return tuple(model.model_fields)
+
+
+_set = object.__setattr__  # a frozen model refuses its own __setattr__
 
 
 class Post(Record):

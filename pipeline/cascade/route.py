@@ -17,7 +17,15 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from pipeline.policy import Outcome, Policy
-from pipeline.records import AdjudicationRequest, AuditedVerdict, Post, ShadowDecision, Verdict, verdict_id
+from pipeline.records import (
+    SCHEMA_VERSION,
+    AdjudicationRequest,
+    AuditedVerdict,
+    Post,
+    ShadowDecision,
+    Verdict,
+    verdict_id,
+)
 
 SmallModelRoute = Literal["slm", "cache"]
 
@@ -60,26 +68,33 @@ def make_verdict(
     guard: str | None = None,
 ) -> Verdict:
     """The final verdict of a post the small model settled; ``guard`` names the category whose tripped action
-    guard turned its block into this (review) verdict."""
+    guard turned its block into this (review) verdict. ``outcome`` is :func:`~pipeline.policy.decide`'s on these
+    ``scores`` (which it checked: every label, each in [0, 1]), so the verdict is assembled without validating it
+    again (:meth:`~pipeline.records.Record.assemble`)."""
     if outcome.kind == "escalate":
         raise ValueError("an escalated post gets an AdjudicationRequest, not a verdict")
-    return Verdict(
-        verdict_id=verdict_id(post.id, policy.version),
-        post_id=post.id,
-        decision=outcome.kind,
-        category=outcome.category,
-        scores=dict(scores),
-        route=route,
-        final=True,
-        model=model.name,
-        model_version=model.version,
-        policy=policy.name,
-        policy_version=policy.version,
-        latency_ms=max(0.0, (now - origin).total_seconds() * 1000.0),
-        cost_usd=small_model_cost(route, policy),
-        guard=guard,
-        decided_at=now,
-    )
+    version = policy.version
+    return Verdict.assemble({  # every value valid by construction: the scores passed decide(), the rest is typed
+        "schema_version": SCHEMA_VERSION,
+        "verdict_id": verdict_id(post.id, version),
+        "post_id": post.id,
+        "decision": outcome.kind,
+        "category": outcome.category,
+        "scores": dict(scores),
+        "route": route,
+        "final": True,
+        "model": model.name,
+        "model_version": model.version,
+        "policy": policy.name,
+        "policy_version": version,
+        "latency_ms": max(0.0, (now - origin).total_seconds() * 1000.0),
+        "cost_usd": small_model_cost(route, policy),
+        "rationale": None,
+        "flags": (),
+        "supersedes": None,
+        "guard": guard,
+        "decided_at": now,
+    })
 
 
 def make_adjudication(

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from pipeline import codec
+from pipeline.cascade.route import ModelRef, make_verdict
 from pipeline.errors import DecodeError
+from pipeline.policy import decide, load_policy
 from pipeline.records import (
     SCHEMA_VERSION,
     AdjudicationRequest,
@@ -20,6 +24,7 @@ from pipeline.records import (
     Verdict,
     verdict_id,
 )
+from tests.support.evaluation import DEFAULT_POLICY
 from tests.support.samples import sample_records
 
 
@@ -168,3 +173,36 @@ def test_encode_keeps_what_model_dump_adds() -> None:
         "inner": [{"n": 2, "double": 4}], "self_ref": None}
     assert codec.loads(codec.encode(_Renamed(name="x"))) == {"name": "x"}  # model_dump(by_alias=False), as before
     assert codec.loads(codec.encode(_Open(extra_field=1))) == {"extra_field": 1}
+
+
+# -- records assembled without validation (the hot path's own outputs) ----------------------------------------------
+
+_POLICY = load_policy(DEFAULT_POLICY)
+_LABELS = (_POLICY.taxonomy.safe, *_POLICY.taxonomy.categories)
+
+
+@given(
+    post_id=st.text(min_size=1, max_size=40),
+    probabilities=st.lists(st.floats(0.0, 1.0), min_size=len(_LABELS), max_size=len(_LABELS)),
+    route=st.sampled_from(["slm", "cache"]),
+    guard=st.one_of(st.none(), st.sampled_from(_POLICY.taxonomy.categories)),
+    latency_s=st.floats(-5.0, 1e6),
+)
+def test_an_assembled_verdict_is_the_one_validation_builds(post_id: str, probabilities: list[float], route: str,
+                                                          guard: str | None, latency_s: float) -> None:
+    scores = dict(zip(_LABELS, probabilities, strict=True))
+    outcome = decide(scores, _POLICY)
+    assume(outcome.final)
+    now = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
+    verdict = make_verdict(Post(id=post_id, text="t"), scores, outcome, route=route,  # type: ignore[arg-type]
+                           policy=_POLICY, model=ModelRef("m", "v1"), origin=now - timedelta(seconds=latency_s),
+                           now=now, guard=guard)
+    validated = Verdict.model_validate(verdict.model_dump())
+    assert verdict == validated and verdict.model_fields_set == validated.model_fields_set
+    assert codec.encode(verdict) == codec.encode(validated)
+    assert list(verdict.__dict__) == list(Verdict.model_fields)
+
+
+def test_assembling_a_record_without_every_field_names_them_all() -> None:
+    with pytest.raises(TypeError, match="takes every field, in order: schema_version, verdict_id, post_id, decision"):
+        Verdict.assemble({"post_id": "p"})
