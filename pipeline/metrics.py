@@ -8,6 +8,9 @@ Names follow Prometheus conventions: ``modcascade_`` prefix, ``_total`` counters
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
+from collections import Counter as Tally
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
@@ -240,6 +243,26 @@ class Metrics:
                                    "set), by the guarded category, decision and route.",
                                    ("category", "decision", "route")),
         )
+
+
+def observe_all(histogram: Histogram, values: Iterable[float]) -> None:
+    """Observe every one of ``values`` in ``histogram`` (a labelled child, or one without labels): the same bucket
+    counts and sum as one ``observe`` each, with one increment per bucket hit and one for the sum. The classify
+    stage observes one latency per post; ``observe`` takes two locks and walks the bounds per value (~0.8 µs), this
+    finds each bucket by bisection (~0.2 µs). It reads the child's bucket bounds and values, as ``observe`` does:
+    ``tests/unit/test_metrics.py`` holds it equal to ``observe`` on the installed prometheus-client."""
+    bounds = histogram._upper_bounds  # the bucket bounds, +Inf last
+    hits: Tally[int] = Tally()
+    total = 0.0
+    for value in values:
+        total += value
+        if value == value:  # NaN falls in no bucket (no bound compares), as with observe
+            hits[bisect_left(bounds, value)] += 1
+    histogram._raise_if_not_observable()  # type: ignore[no-untyped-call]
+    histogram._sum.inc(total)
+    buckets = histogram._buckets
+    for index, count in hits.items():
+        buckets[index].inc(count)
 
 
 def serve(port: int, registry: CollectorRegistry | None = None) -> None:
