@@ -70,31 +70,50 @@ def make_verdict(
     """The final verdict of a post the small model settled; ``guard`` names the category whose tripped action
     guard turned its block into this (review) verdict. ``outcome`` is :func:`~pipeline.policy.decide`'s on these
     ``scores`` (which it checked: every label, each in [0, 1]), so the verdict is assembled without validating it
-    again (:meth:`~pipeline.records.Record.assemble`)."""
-    if outcome.kind == "escalate":
-        raise ValueError("an escalated post gets an AdjudicationRequest, not a verdict")
-    version = policy.version
-    return Verdict.assemble({  # every value valid by construction: the scores passed decide(), the rest is typed
-        "schema_version": SCHEMA_VERSION,
-        "verdict_id": verdict_id(post.id, version),
-        "post_id": post.id,
-        "decision": outcome.kind,
-        "category": outcome.category,
-        "scores": dict(scores),
-        "route": route,
-        "final": True,
-        "model": model.name,
-        "model_version": model.version,
-        "policy": policy.name,
-        "policy_version": version,
-        "latency_ms": max(0.0, (now - origin).total_seconds() * 1000.0),
-        "cost_usd": small_model_cost(route, policy),
-        "rationale": None,
-        "flags": (),
-        "supersedes": None,
-        "guard": guard,
-        "decided_at": now,
-    })
+    again (:meth:`~pipeline.records.Record.assemble`). A batch builds its verdicts with one
+    :class:`SmallModelVerdicts`."""
+    return SmallModelVerdicts(policy, model, now)(post, scores, outcome, route, origin, guard)
+
+
+class SmallModelVerdicts:
+    """:func:`make_verdict` for every post of one batch: what the batch's verdicts share (policy, model, decision
+    time, the cost per route) is read once, and each verdict is one positional call (the classify stage makes one
+    per post)."""
+
+    __slots__ = ("_cost", "_model", "_model_version", "_now", "_policy", "_version")
+
+    def __init__(self, policy: Policy, model: ModelRef, now: datetime) -> None:
+        self._policy, self._version = policy.name, policy.version
+        self._model, self._model_version = model.name, model.version
+        self._now = now
+        self._cost = {"slm": small_model_cost("slm", policy), "cache": small_model_cost("cache", policy)}
+
+    def __call__(self, post: Post, scores: Mapping[str, float], outcome: Outcome, route: SmallModelRoute,
+                 origin: datetime, guard: str | None = None) -> Verdict:
+        if outcome.kind == "escalate":
+            raise ValueError("an escalated post gets an AdjudicationRequest, not a verdict")
+        now = self._now
+        return Verdict.assemble({  # every value valid by construction: the scores passed decide(), the rest is typed
+            "schema_version": SCHEMA_VERSION,
+            "verdict_id": verdict_id(post.id, self._version),
+            "post_id": post.id,
+            "decision": outcome.kind,
+            "category": outcome.category,
+            "scores": dict(scores),
+            "route": route,
+            "final": True,
+            "model": self._model,
+            "model_version": self._model_version,
+            "policy": self._policy,
+            "policy_version": self._version,
+            "latency_ms": max(0.0, (now - origin).total_seconds() * 1000.0),
+            "cost_usd": self._cost[route],
+            "rationale": None,
+            "flags": (),
+            "supersedes": None,
+            "guard": guard,
+            "decided_at": now,
+        })
 
 
 def make_adjudication(

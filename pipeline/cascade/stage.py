@@ -37,11 +37,11 @@ from pipeline.cascade.cache import CachedScores, CacheKey, ScoreCache, cache_key
 from pipeline.cascade.route import (
     ModelRef,
     SmallModelRoute,
+    SmallModelVerdicts,
     ingest_time,
     make_adjudication,
     make_audit,
     make_shadow,
-    make_verdict,
     origin_time,
 )
 from pipeline.errors import BackendUnavailable
@@ -124,6 +124,7 @@ class ClassifyStage(BatchProcessor):
         now = self.clock()
         tripped = self.guards(policy.name, now) if self.guards is not None else frozenset()
         model, audit, encode = self.model, self.audit, codec.encode
+        verdict_of = SmallModelVerdicts(policy, model, now)
         guard: str | None = None
         for (post, raw), (scores, route) in zip(posts, scored, strict=True):
             outcome = decide(scores, policy)
@@ -131,8 +132,7 @@ class ClassifyStage(BatchProcessor):
                 outcome, guard = guard_outcome(outcome, scores, policy, tripped)
             key = post.id.encode()
             if outcome.final:
-                verdict = make_verdict(post, scores, outcome, route=route, policy=policy, model=model,
-                                       origin=origin_time(post, raw.timestamp_ms, read_at), now=now, guard=guard)
+                verdict = verdict_of(post, scores, outcome, route, origin_time(post, raw.timestamp_ms, read_at), guard)
                 outputs.append(Outgoing("verdicts", key, encode(verdict), verdict, raw))
                 if audit and audited(policy.audit, post.id, route=route, decision=verdict.decision,
                                      category=verdict.category):

@@ -430,10 +430,12 @@ class StreamLoop:
             "(docs/message-sizes.md)") from last
 
     async def _commit(self, batch: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
-        offsets: dict[TopicPartition, int] = {}
+        last: dict[tuple[str, int], int] = {}  # plain tuples: a TopicPartition per record cost more than the rest
         for m in batch:
-            tp = TopicPartition(m.topic, m.partition)
-            offsets[tp] = max(offsets.get(tp, 0), m.offset + 1)
+            where = (m.topic, m.partition)
+            if m.offset >= last.get(where, -1):
+                last[where] = m.offset
+        offsets = {TopicPartition(topic, partition): offset + 1 for (topic, partition), offset in last.items()}
         owned = self.consumer.assignment()
         if lost := [tp for tp in offsets if tp not in owned]:
             log.warning("partitions %s were reassigned mid-batch; their new owner re-reads those records",

@@ -16,7 +16,7 @@ import difflib
 import hashlib
 import re
 from collections.abc import Iterable
-from typing import Annotated, Any, Literal, NamedTuple, cast
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
     AfterValidator,
@@ -388,22 +388,16 @@ class Policy(Section):
 
     # Both are read per post on the hot path: straight from the private dict, as pydantic's own private-attribute
     # lookup (BaseModel.__getattr__) costs ~10 µs a read.
+    # (No helper call and no typing.cast here: each is a Python call, and these run several times per post.)
     @property
     def version(self) -> str:
         """First 12 hex digits of the sha256 of the canonical JSON of this policy."""
-        return cast(str, _private(self, "_version"))
+        return self.__pydantic_private__["_version"]  # type: ignore[index,no-any-return]  # set in model_post_init
 
     @property
     def rules(self) -> tuple[BandRule, ...]:
         """The bands in taxonomy order, precomputed once per policy."""
-        return cast(tuple[BandRule, ...], _private(self, "_rules"))
-
-
-def _private(model: BaseModel, name: str) -> Any:
-    """A private attribute of ``model`` (set in ``model_post_init``), read without pydantic's slow lookup."""
-    private = model.__pydantic_private__
-    assert private is not None  # every model with private attributes has the dict
-    return private[name]
+        return self.__pydantic_private__["_rules"]  # type: ignore[index,no-any-return]  # set in model_post_init
 
 
 def _band_key_problems(value: Any, taxonomy: Taxonomy) -> list[tuple[Loc, str]]:
