@@ -13,7 +13,7 @@ import hashlib
 import time
 import unicodedata
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 CacheKey = bytes
 CachedScores = Mapping[str, float]
@@ -27,6 +27,13 @@ def normalize_text(text: str) -> str:
 def cache_key(text: str, model_version: str, policy_version: str) -> CacheKey:
     material = f"{model_version}\x1f{policy_version}\x1f{normalize_text(text)}".encode("utf-8", "surrogatepass")
     return hashlib.blake2b(material, digest_size=16).digest()
+
+
+def cache_keys(texts: Iterable[str], model_version: str, policy_version: str) -> list[CacheKey]:
+    """:func:`cache_key` of each text, the versions read once (a batch's keys)."""
+    prefix = f"{model_version}\x1f{policy_version}\x1f"
+    return [hashlib.blake2b((prefix + normalize_text(text)).encode("utf-8", "surrogatepass"), digest_size=16).digest()
+            for text in texts]
 
 
 class ScoreCache:

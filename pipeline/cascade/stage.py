@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from pipeline import codec
 from pipeline.backends.base import Classifier
-from pipeline.cascade.cache import CachedScores, CacheKey, ScoreCache, cache_key
+from pipeline.cascade.cache import CachedScores, CacheKey, ScoreCache, cache_keys
 from pipeline.cascade.route import (
     ModelRef,
     SmallModelRoute,
@@ -45,7 +45,7 @@ from pipeline.cascade.route import (
     origin_time,
 )
 from pipeline.errors import BackendUnavailable
-from pipeline.intake import RawRecord, read_post
+from pipeline.intake import RawRecord, read_posts
 from pipeline.metrics import Metrics, observe_all
 from pipeline.policy import Policy, audited, decide, guard_outcome
 from pipeline.records import (
@@ -71,7 +71,7 @@ INTAKE_STAGE = "classify.intake"
 class ClassifyStage(BatchProcessor):
     """``policy`` (and ``shadow``, the candidate policy, when given) is called once per batch (usually a
     ``PolicyStore``'s ``current``). ``max_text_bytes``, ``max_post_bytes`` and ``dead_letter_max_bytes`` bound
-    what intake lets through and what its dead letters keep (:func:`pipeline.intake.read_post`). ``audit`` turns
+    what intake lets through and what its dead letters keep (:func:`pipeline.intake.read_posts`). ``audit`` turns
     on the policy's audit sample (the stream worker; the batch command leaves it off)."""
 
     def __init__(
@@ -110,9 +110,9 @@ class ClassifyStage(BatchProcessor):
         shadow = self.shadow() if self.shadow is not None else None
         outputs: list[Outgoing] = []
         posts: list[tuple[Post, RawRecord]] = []
-        for raw in records:
-            item = read_post(raw, stage=INTAKE_STAGE, max_text_bytes=self.max_text_bytes,
-                             max_post_bytes=self.max_post_bytes, dead_letter_max_bytes=self.dead_letter_max_bytes)
+        items = read_posts(records, stage=INTAKE_STAGE, max_text_bytes=self.max_text_bytes,
+                           max_post_bytes=self.max_post_bytes, dead_letter_max_bytes=self.dead_letter_max_bytes)
+        for raw, item in zip(records, items, strict=True):
             if isinstance(item, Post):
                 posts.append((item, raw))
             else:
@@ -186,7 +186,7 @@ class ClassifyStage(BatchProcessor):
         self, posts: Sequence[tuple[Post, RawRecord]], policy: Policy, wait: Wait
     ) -> list[tuple[CachedScores, SmallModelRoute]]:
         """Scores and route per post: cache hits, first occurrences sent to the model, in-batch repeats."""
-        keys = [cache_key(post.text, self.model.version, policy.version) for post, _ in posts]
+        keys = cache_keys((post.text for post, _ in posts), self.model.version, policy.version)
         found: dict[CacheKey, CachedScores] = {}
         misses: dict[CacheKey, str] = {}  # first text of each missing key, in order
         for key, (post, _) in zip(keys, posts, strict=True):

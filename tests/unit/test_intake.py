@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.intake import RawRecord, read_post
+from pipeline.intake import RawRecord, read_post, read_posts
 from pipeline.records import DeadLetter, Post
 
 
@@ -31,3 +31,18 @@ def test_a_bad_record_becomes_a_dead_letter_with_its_coordinates(value: bytes | 
     assert (out.reason, out.stage, out.source_topic, out.source_partition, out.source_offset, out.original_key) == (
         reason, "classify.intake", "posts", 2, 41, "k")
     assert out.original_bytes() == (value or b"")
+
+
+def test_a_batch_reads_as_each_record_would_alone() -> None:
+    values = [b'{"id": "p1", "text": "hello"}', None, b"\xc3\x28", b"nope", b"[]", b'{"id": 7, "text": "seven"}',
+              b'{"id": "p1"}', b'{"id": "p1", "text": ""}', b'{"id": "p2", "text": "' + b"a" * 101 + b'"}',
+              b'{"id": "p3", "text": "ok", "extra": 1}', b'{"id": "p4", "text": "' + b"b" * 300 + b'"}']
+    raws = [RawRecord(value, b"k%d" % i, "posts", 1, i) for i, value in enumerate(values)]
+    limits = {"stage": "classify.intake", "max_text_bytes": 100, "max_post_bytes": 250, "dead_letter_max_bytes": 64}
+    def comparable(item: Post | DeadLetter) -> object:
+        return item.model_dump(exclude={"failed_at"}) if isinstance(item, DeadLetter) else item
+
+    together = read_posts(raws, **limits)  # type: ignore[arg-type]
+    alone = [read_post(raw, **limits) for raw in raws]  # type: ignore[arg-type]
+    assert [comparable(item) for item in together] == [comparable(item) for item in alone]
+    assert sum(isinstance(item, Post) for item in together) == 3

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pipeline.cascade.cache import ScoreCache, cache_key, normalize_text
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline.cascade.cache import ScoreCache, cache_key, cache_keys, normalize_text
 
 SCORES = {"safe": 0.9, "spam": 0.1}
 
@@ -58,3 +61,9 @@ def test_size_zero_disables_the_cache() -> None:
     key = cache_key("x", "m1", "p1")
     cache.put(key, SCORES)
     assert cache.get(key) is None and len(cache) == 0
+
+
+@given(st.lists(st.text(max_size=40), max_size=20), st.text(max_size=8), st.text(max_size=8))
+def test_a_batchs_keys_are_each_texts_key(texts: list[str], model_version: str, policy_version: str) -> None:
+    assert cache_keys(texts, model_version, policy_version) == [cache_key(t, model_version, policy_version)
+                                                                for t in texts]
