@@ -123,7 +123,8 @@ class ClassifyStage(BatchProcessor):
         scored = await self._scores(posts, policy, wait)
         now = self.clock()
         tripped = self.guards(policy.name, now) if self.guards is not None else frozenset()
-        model, audit, encode = self.model, self.audit, codec.encode
+        model, encode = self.model, codec.encode
+        audit = self.audit and policy.audit.enabled  # no draw per post while every rate is 0
         verdict_of = SmallModelVerdicts(policy, model, now)
         guard: str | None = None
         for (post, raw), (scores, route) in zip(posts, scored, strict=True):

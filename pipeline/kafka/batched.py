@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
@@ -54,12 +54,13 @@ async def send_batched(producer: AIOKafkaProducer, records: Sequence[Record], *,
     recorded in :attr:`Sent.refused`; any other error is raised)."""
     sent = Sent()
     partitions: dict[str, int] = {}
-    open_batches: dict[TopicPartition, _Open] = {}
+    open_batches: dict[tuple[str, int], _Open] = {}  # plain tuples: a TopicPartition per record costs ~0.3 µs
     alone = batch_bytes // 2
 
-    async def hand_over(tp: TopicPartition) -> None:
-        if (current := open_batches.pop(tp, None)) is not None:
-            future = await producer.send_batch(current.batch, tp.topic, partition=tp.partition)
+    async def hand_over(where: tuple[str, int]) -> None:
+        if (current := open_batches.pop(where, None)) is not None:
+            topic, partition = where
+            future = await producer.send_batch(current.batch, topic, partition=partition)
             sent.pending.append((tuple(current.indices), future))
 
     for i, (topic, key, value) in enumerate(records):
@@ -69,21 +70,21 @@ async def send_batched(producer: AIOKafkaProducer, records: Sequence[Record], *,
         count = partitions.get(topic)
         if count is None:
             count = partitions[topic] = len(await producer.partitions_for(topic))
-        tp = TopicPartition(topic, partition_of(key, count))
+        where = (topic, partition_of(key, count))
         if DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, []) > alone:
-            await hand_over(tp)
-            await _send_one(producer, sent, i, topic, key, value, refusals, partition=tp.partition)
+            await hand_over(where)
+            await _send_one(producer, sent, i, topic, key, value, refusals, partition=where[1])
             continue
-        current = open_batches.get(tp)
+        current = open_batches.get(where)
         if current is None:
-            current = open_batches[tp] = _Open(producer.create_batch(), [])
+            current = open_batches[where] = _Open(producer.create_batch(), [])
         if current.batch.append(timestamp=None, key=key, value=value) is None:  # full: hand it over, start anew
-            await hand_over(tp)
-            current = open_batches[tp] = _Open(producer.create_batch(), [])
+            await hand_over(where)
+            current = open_batches[where] = _Open(producer.create_batch(), [])
             current.batch.append(timestamp=None, key=key, value=value)  # fits: at most half a batch
         current.indices.append(i)
-    for tp in list(open_batches):
-        await hand_over(tp)
+    for where in list(open_batches):
+        await hand_over(where)
     return sent
 
 
