@@ -45,9 +45,14 @@ def ingest_time(record_timestamp_ms: int | None, read_at: datetime) -> datetime:
     return read_at
 
 
-def origin_time(post: Post, record_timestamp_ms: int | None, read_at: datetime) -> datetime:
-    """When the clock of a post's latency starts (see the module docstring)."""
-    return post.created_at if post.created_at is not None else ingest_time(record_timestamp_ms, read_at)
+def origin_ms(post: Post, record_timestamp_ms: int | None, read_at_ms: float) -> float:
+    """When the clock of a post's latency starts (see the module docstring), in epoch milliseconds: float arithmetic,
+    as the classify stage takes one per post (datetimes cost ~0.5 µs more)."""
+    if post.created_at is not None:
+        return post.created_at.timestamp() * 1000.0
+    if record_timestamp_ms is not None and record_timestamp_ms > 0:
+        return float(record_timestamp_ms)
+    return read_at_ms
 
 
 def small_model_cost(route: SmallModelRoute, policy: Policy) -> float:
@@ -72,7 +77,7 @@ def make_verdict(
     ``scores`` (which it checked: every label, each in [0, 1]), so the verdict is assembled without validating it
     again (:meth:`~pipeline.records.Record.assemble`). A batch builds its verdicts with one
     :class:`SmallModelVerdicts`."""
-    return SmallModelVerdicts(policy, model, now)(post, scores, outcome, route, origin, guard)
+    return SmallModelVerdicts(policy, model, now)(post, scores, outcome, route, origin.timestamp() * 1000.0, guard)
 
 
 class SmallModelVerdicts:
@@ -80,16 +85,17 @@ class SmallModelVerdicts:
     time, the cost per route) is read once, and each verdict is one positional call (the classify stage makes one
     per post)."""
 
-    __slots__ = ("_cost", "_model", "_model_version", "_now", "_policy", "_version")
+    __slots__ = ("_cost", "_model", "_model_version", "_now", "_now_ms", "_policy", "_version")
 
     def __init__(self, policy: Policy, model: ModelRef, now: datetime) -> None:
         self._policy, self._version = policy.name, policy.version
         self._model, self._model_version = model.name, model.version
-        self._now = now
+        self._now, self._now_ms = now, now.timestamp() * 1000.0
         self._cost = {"slm": small_model_cost("slm", policy), "cache": small_model_cost("cache", policy)}
 
     def __call__(self, post: Post, scores: Mapping[str, float], outcome: Outcome, route: SmallModelRoute,
-                 origin: datetime, guard: str | None = None) -> Verdict:
+                 origin_ms: float, guard: str | None = None) -> Verdict:
+        """The verdict; its latency runs from ``origin_ms`` (:func:`origin_ms`) to the batch's decision time."""
         if outcome.kind == "escalate":
             raise ValueError("an escalated post gets an AdjudicationRequest, not a verdict")
         now = self._now
@@ -106,7 +112,7 @@ class SmallModelVerdicts:
             "model_version": self._model_version,
             "policy": self._policy,
             "policy_version": self._version,
-            "latency_ms": max(0.0, (now - origin).total_seconds() * 1000.0),
+            "latency_ms": max(0.0, self._now_ms - origin_ms),
             "cost_usd": self._cost[route],
             "rationale": None,
             "flags": (),

@@ -42,7 +42,7 @@ from pipeline.cascade.route import (
     make_adjudication,
     make_audit,
     make_shadow,
-    origin_time,
+    origin_ms,
 )
 from pipeline.errors import BackendUnavailable
 from pipeline.intake import RawRecord, read_posts
@@ -125,7 +125,7 @@ class ClassifyStage(BatchProcessor):
         tripped = self.guards(policy.name, now) if self.guards is not None else frozenset()
         model, encode = self.model, codec.encode
         audit = self.audit and policy.audit.enabled  # no draw per post while every rate is 0
-        verdict_of = SmallModelVerdicts(policy, model, now)
+        verdict_of, read_at_ms = SmallModelVerdicts(policy, model, now), read_at.timestamp() * 1000.0
         guard: str | None = None
         for (post, raw), (scores, route) in zip(posts, scored, strict=True):
             outcome = decide(scores, policy)
@@ -133,7 +133,7 @@ class ClassifyStage(BatchProcessor):
                 outcome, guard = guard_outcome(outcome, scores, policy, tripped)
             key = post.id.encode()
             if outcome.final:
-                verdict = verdict_of(post, scores, outcome, route, origin_time(post, raw.timestamp_ms, read_at), guard)
+                verdict = verdict_of(post, scores, outcome, route, origin_ms(post, raw.timestamp_ms, read_at_ms), guard)
                 outputs.append(Outgoing("verdicts", key, encode(verdict), verdict, raw))
                 if audit and audited(policy.audit, post.id, route=route, decision=verdict.decision,
                                      category=verdict.category):

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from pipeline import codec
-from pipeline.cascade.route import ModelRef, make_verdict
+from pipeline.cascade.route import ModelRef, make_verdict, origin_ms
 from pipeline.errors import DecodeError
 from pipeline.policy import decide, load_policy
 from pipeline.records import (
@@ -206,3 +206,13 @@ def test_an_assembled_verdict_is_the_one_validation_builds(post_id: str, probabi
 def test_assembling_a_record_without_every_field_names_them_all() -> None:
     with pytest.raises(TypeError, match="takes every field, in order: schema_version, verdict_id, post_id, decision"):
         Verdict.assemble({"post_id": "p"})
+
+
+def test_a_verdicts_latency_runs_from_created_at_else_the_record_timestamp_else_the_read() -> None:
+    read_at_ms = datetime(2026, 12, 7, 6, 0, tzinfo=UTC).timestamp() * 1000.0
+    created = datetime(2026, 12, 7, 5, 59, 58, 500_000, tzinfo=UTC)
+    record_ms = int(read_at_ms) - 700
+    assert origin_ms(Post(id="p", text="t", created_at=created), record_ms, read_at_ms) == read_at_ms - 1500.0
+    assert origin_ms(Post(id="p", text="t"), record_ms, read_at_ms) == read_at_ms - 700.0
+    assert origin_ms(Post(id="p", text="t"), None, read_at_ms) == origin_ms(Post(id="p", text="t"), 0, read_at_ms)
+    assert origin_ms(Post(id="p", text="t"), None, read_at_ms) == read_at_ms
