@@ -4,15 +4,15 @@
 pure-Python murmur2, a future per record, the accumulator's bookkeeping. That is more than the classify stage spends
 deciding the post. Here each record is appended to a record batch of its partition (``producer.create_batch``, the
 encoding in aiokafka's C builder) and each full batch is handed over with ``producer.send_batch``: the same records
-on the same partitions in the same order, acknowledged per batch (acks as configured), for ~5 µs per record
+on the same partitions in the same order, acknowledged per batch (acks as configured), for ~3 µs per record
 (2,000 records of 440 bytes, median of 6 runs on the 2-core dev machine; BENCHMARKS.md, "Pipeline throughput").
 
 What stays with ``producer.send``: a record without a key (the default partitioner spreads those at random) and a
 record too large to share a batch (more than half of ``batch_bytes``): ``send`` checks it against
 ``max_request_size`` and refuses it on its own (:data:`~pipeline.kafka.stream.REFUSED`), as before. Before such a
 record is sent, the open batch of its partition is handed over first, so a partition's records keep their order.
-Partitions are the default partitioner's (:func:`pipeline.kafka.partitioner.partition_of`): the producers this
-package builds (:func:`pipeline.kafka.clients.make_producer`) never set another.
+Partitions are the default partitioner's, the keys hashed together (:func:`pipeline.kafka.partitioner.murmur2_all`):
+the producers this package builds (:func:`pipeline.kafka.clients.make_producer`) never set another.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
-from pipeline.kafka.partitioner import partition_of
+from pipeline.kafka.partitioner import murmur2_all, partition_from_hash
 
 Record = tuple[str, bytes | None, bytes]
 """(topic, key, value) of one record to send."""
@@ -63,6 +63,7 @@ async def send_batched(producer: AIOKafkaProducer, records: Sequence[Record], *,
             future = await producer.send_batch(current.batch, topic, partition=partition)
             sent.pending.append((tuple(current.indices), future))
 
+    hashes = iter(murmur2_all([key for _, key, _ in records if key is not None]))
     for i, (topic, key, value) in enumerate(records):
         if key is None:
             await _send_one(producer, sent, i, topic, key, value, refusals)
@@ -70,7 +71,7 @@ async def send_batched(producer: AIOKafkaProducer, records: Sequence[Record], *,
         count = partitions.get(topic)
         if count is None:
             count = partitions[topic] = len(await producer.partitions_for(topic))
-        where = (topic, partition_of(key, count))
+        where = (topic, partition_from_hash(next(hashes), count))
         if DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, []) > alone:
             await hand_over(where)
             await _send_one(producer, sent, i, topic, key, value, refusals, partition=where[1])

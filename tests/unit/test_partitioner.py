@@ -9,7 +9,7 @@ from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.kafka.partitioner import murmur2, partition_of
+from pipeline.kafka.partitioner import murmur2, murmur2_all, partition_from_hash, partition_of
 
 
 @given(st.binary(max_size=300))
@@ -29,3 +29,11 @@ def test_known_values_from_the_java_client() -> None:
     assert murmur2(b"foobar") & 0xFFFFFFFF == -790332482 & 0xFFFFFFFF
     assert murmur2(b"a-little-bit-long-string") & 0xFFFFFFFF == -985981536 & 0xFFFFFFFF
     assert murmur2(b"") & 0xFFFFFFFF == 275646681
+
+
+@given(st.lists(st.one_of(st.binary(max_size=40), st.sampled_from([b"", b"a", b"post-00000001", b"x" * 33])),
+                max_size=60))
+def test_a_batch_of_keys_hashes_as_each_key_alone(keys: list[bytes]) -> None:
+    hashes = murmur2_all(keys)
+    assert hashes == [aiokafka_murmur2(key) for key in keys]
+    assert [partition_from_hash(h, 7) for h in hashes] == [partition_of(key, 7) for key in keys]
