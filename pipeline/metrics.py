@@ -123,6 +123,7 @@ class Metrics:
     labels_skipped: Counter
     # Drift monitor (one window behind: each value is that of the last window evaluated)
     monitor_windows: Counter
+    monitor_refetched: Counter
     monitor_window_end: Gauge
     monitor_psi: Gauge
     monitor_escalation_rate: Gauge
@@ -216,6 +217,9 @@ class Metrics:
             labels_skipped=counter("labels_skipped", "Labels that added no dataset row: duplicate (delivered again) "
                                    "or superseded (a better label of the post is kept).", ("reason",)),
             monitor_windows=counter("monitor_windows", "Windows the monitor evaluated, by policy.", ("policy",)),
+            monitor_refetched=counter("monitor_refetched", "Records the monitor read back by itself because its "
+                                      "stream skipped over them (a gap in the offsets delivered, as faust can leave "
+                                      "around a rebalance), by topic.", ("topic",)),
             monitor_window_end=Gauge("modcascade_monitor_window_end_seconds", "End (Unix time) of the last window "
                                      "the monitor evaluated, by policy.", ("policy",), registry=reg),
             monitor_psi=Gauge("modcascade_monitor_psi", "Population stability index of a category's small-model "

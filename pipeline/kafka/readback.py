@@ -4,6 +4,7 @@ benchmarks and the broker tests.
     sent = await produce(settings, topic, jsonl_records(path))          # publish, await every ack
     async with TopicReader.open(settings, [verdicts, dead_letter]) as reader:
         everything = await reader.read_to_end()                         # what the topics hold now
+    missed = await read_range(settings, topic, partition, 100, 120)      # offsets 100..119 of one partition
         outputs = await reader.read_until(lambda seen: len(seen) >= n, timeout_s=30, quiet_s=1.0)
 
 Publishing: :func:`send_all` sends ``(key, value)`` pairs on a started producer (optionally paced at a rate)
@@ -194,6 +195,35 @@ class TopicReader:
             raise BrokerError(f"reading {', '.join(self.topics)} to the end: {', '.join(behind)} not there within "
                               f"{limit:g} s from {self._settings.bootstrap}; is the broker overloaded?") from exc
         return self.messages[first:]
+
+
+async def read_range(settings: Settings, topic: str, partition: int, start: int, end: int, *,
+                     timeout_s: float | None = None, client: str = "range reader") -> list[Message]:
+    """The records of one partition at offsets ``start`` up to (not including) ``end``, read by a group-less
+    consumer of their own; offsets in between that hold no record (deleted by retention, transaction markers) are
+    simply absent. ``end`` must be an offset the partition holds (the read stops on reaching it). A
+    :class:`~pipeline.errors.BrokerError` when the broker does not get there within ``timeout_s`` (default: the
+    request timeout, at least 30 s)."""
+    if start >= end:
+        return []
+    limit = timeout_s if timeout_s is not None else max(settings.kafka.request_timeout_ms / 1000, 30.0)
+    tp = TopicPartition(topic, partition)
+    consumer = make_consumer(settings, group_id=None, auto_offset_reset="earliest")
+    await start_client(consumer, settings, client)
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+        records: list[Message] = []
+        async with asyncio.timeout(limit):
+            while await consumer.position(tp) < end:
+                fetched = await consumer.getmany(tp, timeout_ms=100)
+                records += [m for m in fetched.get(tp, ()) if start <= m.offset < end]
+        return records
+    except TimeoutError as exc:
+        raise BrokerError(f"reading {topic}[{partition}] offsets {start}..{end - 1}: not there within {limit:g} s "
+                          f"from {settings.bootstrap}; is the broker overloaded?") from exc
+    finally:
+        await consumer.stop()
 
 
 async def read_to_end(settings: Settings, topics: Sequence[str], *, timeout_s: float | None = None,

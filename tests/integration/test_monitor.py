@@ -19,14 +19,17 @@ from pathlib import Path
 
 import pytest
 from aiokafka import TopicPartition
+from prometheus_client import CollectorRegistry
 
 from pipeline import codec
 from pipeline.kafka import make_admin
+from pipeline.metrics import Metrics
+from pipeline.monitor.layout import fixed_layout
 from pipeline.monitor.windows import window_start
-from pipeline.policy import decide, load_policy
+from pipeline.policy import PolicyStore, decide, load_policy
 from pipeline.process import free_port
 from pipeline.records import AdjudicationRequest, Alert, DeadLetter, Post, Record, Verdict, verdict_id
-from pipeline.settings import Settings
+from pipeline.settings import Settings, TopicNames
 from tests.support import REPO
 from tests.support.kafka import ConsumerFactory, ProducerFactory, TopicFactory, unique
 from tests.support.policies import default_policy_with_monitor
@@ -296,3 +299,27 @@ async def test_an_edited_threshold_applies_to_the_next_window_and_a_layout_edit_
     await wait_for(lambda: (monitor.sample("modcascade_policy_reload_errors_total") or 0) >= 1, process, log, 30)
     assert monitor.sample("modcascade_policy_info", version=version) == 1.0
     assert process.poll() is None
+
+
+async def test_offsets_the_stream_skipped_are_read_back_from_the_broker(monitor: Monitor,
+                                                                        producer_factory: ProducerFactory) -> None:
+    """faust can drop a record around a restart (acknowledged, never handed to the agent): when the stream jumps
+    from the next offset to count to a later one, the monitor reads the offsets in between back by itself."""
+    from pipeline.monitor.app import MonitorApp  # imports faust
+
+    outputs = cascade_outputs("default", time.time(), 0.08, random.Random(1), 60, "gap")
+    verdicts = [(role, record) for role, record in outputs if role == "verdicts"][:6]
+    await publish(producer_factory, monitor.topics, verdicts)
+    names = TopicNames(prefix="", verdicts=monitor.topics["verdicts"], adjudication=monitor.topics["adjudication"],
+                       dead_letter=monitor.topics["dead_letter"], alerts=monitor.topics["alerts"])
+    settings = monitor.settings.model_copy(update={"policy_path": monitor.policy_path, "topics": names})
+    store = PolicyStore(monitor.policy_path, accept=fixed_layout(str(monitor.policy_path)))
+    registry = CollectorRegistry()
+    app = MonitorApp(settings, store, metrics=Metrics.create(registry), policy_path=monitor.policy_path)
+
+    records: list[Record] = []
+    await app._refetch(monitor.topics["verdicts"], 0, 2, 5, records, time.time())  # delivered 5 while 2 was next
+    assert records == [record for _, record in verdicts[2:5]]
+    assert registry.get_sample_value("modcascade_monitor_refetched_total",
+                                     {"topic": monitor.topics["verdicts"]}) == 3
+    assert registry.get_sample_value("modcascade_records_consumed_total", {"topic": monitor.topics["verdicts"]}) == 3

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import BrokerError
-from pipeline.kafka.readback import TopicReader, jsonl_records, produce, read_to_end
+from pipeline.kafka.readback import TopicReader, jsonl_records, produce, read_range, read_to_end
 from pipeline.settings import Settings
 from tests.support.kafka import TopicFactory
 
@@ -30,6 +30,17 @@ async def test_read_to_end_returns_every_record_of_several_topics(kafka_settings
     records = await read_to_end(kafka_settings, [first, second])
     assert sorted(m.value for m in records if m.topic == first) == sorted(f"v{i}".encode() for i in range(300))
     assert [m.value for m in records if m.topic == second] == [b"only"]
+
+
+async def test_a_range_read_returns_exactly_the_offsets_asked_for(kafka_settings: Settings,
+                                                                  topic_factory: TopicFactory) -> None:
+    topic = await topic_factory("readback")
+    for start in range(0, 60, 6):  # several record batches: a range starts and ends inside them
+        await produce(kafka_settings, topic, [(None, f"v{i}".encode()) for i in range(start, start + 6)])
+    middle = await read_range(kafka_settings, topic, 0, 10, 25)
+    assert [(m.offset, m.value) for m in middle] == [(i, f"v{i}".encode()) for i in range(10, 25)]
+    assert [m.value for m in await read_range(kafka_settings, topic, 0, 0, 1)] == [b"v0"]
+    assert await read_range(kafka_settings, topic, 0, 7, 7) == []
 
 
 async def test_a_reader_opened_at_the_end_sees_only_what_comes_later(kafka_settings: Settings,
