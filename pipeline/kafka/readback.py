@@ -4,8 +4,8 @@ benchmarks and the broker tests.
     sent = await produce(settings, topic, jsonl_records(path))          # publish, await every ack
     async with TopicReader.open(settings, [verdicts, dead_letter]) as reader:
         everything = await reader.read_to_end()                         # what the topics hold now
-    missed = await read_range(settings, topic, partition, 100, 120)      # offsets 100..119 of one partition
         outputs = await reader.read_until(lambda seen: len(seen) >= n, timeout_s=30, quiet_s=1.0)
+    missed = await read_range(settings, topic, partition, 100, 120)      # offsets 100..119 of one partition
 
 Publishing: :func:`send_all` sends ``(key, value)`` pairs on a started producer (optionally paced at a rate)
 and awaits their acknowledgements in chunks, so a long stream never holds more than ``max_pending`` futures;
@@ -110,6 +110,11 @@ async def produce(settings: Settings, topic: str, records: Iterable[Keyed], *, r
         await producer.stop()
 
 
+def _read_limit(settings: Settings, timeout_s: float | None) -> float:
+    """How long a read to a known offset may take: ``timeout_s``, else the request timeout, at least 30 s."""
+    return timeout_s if timeout_s is not None else max(settings.kafka.request_timeout_ms / 1000, 30.0)
+
+
 class TopicReader:
     """Every partition of ``topics`` on one group-less consumer. Build it with :meth:`open`."""
 
@@ -175,7 +180,7 @@ class TopicReader:
         """Read every partition up to the end it had when this call began, its high watermark as fetches report
         it (see the module docstring); returns what this call read. A :class:`~pipeline.errors.BrokerError`
         when the broker does not get there within ``timeout_s`` (default: the request timeout, at least 30 s)."""
-        limit = timeout_s if timeout_s is not None else max(self._settings.kafka.request_timeout_ms / 1000, 30.0)
+        limit = _read_limit(self._settings, timeout_s)
         first = len(self.messages)
         ends: dict[TopicPartition, int] = {}
         left = set(self.consumer.assignment())
@@ -206,7 +211,7 @@ async def read_range(settings: Settings, topic: str, partition: int, start: int,
     request timeout, at least 30 s)."""
     if start >= end:
         return []
-    limit = timeout_s if timeout_s is not None else max(settings.kafka.request_timeout_ms / 1000, 30.0)
+    limit = _read_limit(settings, timeout_s)
     tp = TopicPartition(topic, partition)
     consumer = make_consumer(settings, group_id=None, auto_offset_reset="earliest")
     await start_client(consumer, settings, client)

@@ -222,8 +222,8 @@ class MonitorApp:
         Called when the stream delivered offset ``end`` of a partition while the next one to count is ``start``.
         faust leaves such gaps: it drops records it has prefetched while its flow is stopped (a rebalance, table
         recovery) or that belong to an earlier consumer generation, and acknowledges them, so its seek back to the
-        committed offset can land after them (seen here: offset 205 of 300 missing after a restart, in one
-        generation). Counting on would lose them for good, since ``progress`` only moves forward. A gap can also be
+        committed offset can land after them. Counting on would lose them for good, since ``progress`` only moves
+        forward. A gap can also be
         a hole in the log (a compacted ``verdicts`` topic has one where a post was decided twice); reading it back
         finds nothing and costs one short read. At most :data:`REFETCH_MAX` offsets are read back, the newest.
         """
